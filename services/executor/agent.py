@@ -1,0 +1,237 @@
+"""The executor's intake: sent and cancel_requested events in, claimed jobs out.
+
+Messages are handled one at a time, in stream order, so a cancel_requested is always
+seen after the sent it follows. Claiming is quick (read the job, one compare-and-set
+append); the job itself runs as a background task, so the loop keeps taking messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import msgspec
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from services.executor import transitions
+from services.executor.endings import CancelRequest
+from services.executor.outcomes import HintContext, hint_for
+from services.executor.recovery import Recovery
+from services.executor.runner import JobRun, RunContext
+from shared import bus
+from shared.events import (
+    JobCancelled,
+    JobCancelRequested,
+    JobError,
+    JobEvent,
+    JobQueued,
+    JobSent,
+    JobSpec,
+    JobStarted,
+    JobStatus,
+    OutcomeData,
+    StartedData,
+    decode_job_event,
+)
+from shared.exceptions import ConcurrencyConflict
+from shared.jobs import fold
+from shared.streams import JOBS
+
+log = logging.getLogger(__name__)
+
+SENT_SUBJECT = "borgflow.jobs.*.sent"
+CANCEL_SUBJECT = "borgflow.jobs.*.cancel_requested"
+
+
+def consumer_name(agent: str) -> str:
+    return f"executor-{agent}"
+
+
+class Agent:
+    """One agent's executor: the jobs it holds and how it takes new ones."""
+
+    def __init__(self, ctx: RunContext, recovery: Recovery | None = None) -> None:
+        self.ctx = ctx
+        self.recovery = recovery
+        self.agent = ctx.settings.agent
+        self.runs: dict[str, JobRun] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self._handling: asyncio.Future[None] | None = None
+
+    @property
+    def running(self) -> list[str]:
+        """The jobs this agent holds: its runs, and those of the previous run not reconciled yet."""
+        leftovers = self.recovery.pending if self.recovery is not None else set()
+        return sorted(set(self.runs) | leftovers)
+
+    async def subscribe(self) -> JetStreamContext.PullSubscription:
+        return await bus.durable_pull(
+            self.ctx.js,
+            stream=JOBS,
+            durable=consumer_name(self.agent),
+            filter_subjects=[SENT_SUBJECT, CANCEL_SUBJECT],
+            ack_wait=self.ctx.options.consumer_ack_wait_s,
+        )
+
+    async def consume(self, sub: JetStreamContext.PullSubscription) -> None:
+        """Handle messages until cancelled. Each one is handled to its end even then:
+        a claim cut in half would leave a started job that nobody runs.
+        """
+        async for msgs in bus.batches(sub, batch=self.ctx.options.fetch_batch):
+            for msg in msgs:
+                self._handling = asyncio.ensure_future(self._handle_safely(msg))
+                await asyncio.shield(self._handling)
+
+    async def _handle_safely(self, msg: Msg) -> None:
+        try:
+            await self.handle(msg)
+        except Exception:
+            # NATS trouble while claiming: leave the message for redelivery, where the
+            # compare-and-set makes a second attempt safe.
+            log.exception("handling a job message failed", extra={"subject": msg.subject})
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=1.0)
+
+    async def handle(self, msg: Msg) -> None:
+        try:
+            event = decode_job_event(msg.data)
+        except msgspec.MsgspecError as e:
+            log.warning("ignoring a malformed job message: %s", e, extra={"subject": msg.subject})
+            await _ack(msg)
+            return
+        if isinstance(event, JobSent):
+            await self._on_sent(msg, event)
+        elif isinstance(event, JobCancelRequested):
+            await self._on_cancel_requested(msg, event)
+        else:
+            log.warning("ignoring unexpected %s", event.type, extra={"job_id": event.job_id})
+            await _ack(msg)
+
+    async def _on_sent(self, msg: Msg, event: JobSent) -> None:
+        job_id = event.job_id
+        extra = {"job_id": job_id, "agent": self.agent}
+        if event.data.agent != self.agent or job_id is None or job_id in self.runs:
+            await _ack(msg)  # another agent's job, or a redelivery of one we hold
+            return
+        if self._stopping:
+            return  # not acked: redelivered to this agent's next executor
+        sent_seq = bus.seq_of(msg)
+        events = await bus.job_events(self.ctx.js, job_id)
+        view = fold(events)
+        spec = next((e.data for e, _ in events if isinstance(e, JobQueued)), None)
+        if view is not None and spec is not None and view.status == JobStatus.RUNNING and view.agent == self.agent:
+            await self._running_but_not_here(view.pid, view.pid_started_at, spec, events)
+            await _ack(msg)
+            return
+        if view is None or spec is None or view.status != JobStatus.SENT or view.agent != self.agent:
+            # Already started (a duplicate sent), requeued to someone else, or ended.
+            log.debug("not claiming", extra=extra | {"status": view.status.value if view else None})
+            await _ack(msg)
+            return
+        facts = self.ctx.facts
+        started = StartedData(
+            agent=self.agent,
+            host=facts.host,
+            pid=facts.pid,
+            pid_started_at=facts.pid_started_at,
+            borg_version=facts.borg_version,
+        )
+        # On record before the claim is appended: should we die right after it lands, the
+        # next start finds the job in the file and ends it.
+        await self.ctx.records.claiming(spec)
+        started_seq = await transitions.claim(self.ctx.js, job_id, sent_seq, started)
+        if started_seq is None:
+            log.info("job moved on before we claimed it", extra=extra)
+            await self.ctx.records.forget(job_id)
+            await _ack(msg)
+            return
+        self._start(spec, started_seq)
+        await _ack(msg)
+
+    async def _running_but_not_here(
+        self, pid: int | None, pid_started_at: float | None, spec: JobSpec, events: list[tuple[JobEvent, int]]
+    ) -> None:
+        """A redelivered sent of a job running on this agent that no run of ours holds.
+
+        Claimed by this very process, its claim's ack lost (the publish failed, the
+        message came back): run it. Claimed by a previous run of this executor: that run
+        is gone, so the job is ended as recovery ends it.
+        """
+        facts = self.ctx.facts
+        if pid == facts.pid and pid_started_at == facts.pid_started_at:
+            started_seq = max((seq for e, seq in events if isinstance(e, JobStarted)), default=0)
+            log.warning("running a job whose claim landed unacknowledged", extra={"job_id": spec.id})
+            self._start(spec, started_seq)
+        elif self.recovery is not None:
+            await self.recovery.settle_orphan(spec.id)
+
+    def _start(self, spec: JobSpec, started_seq: int) -> None:
+        run = JobRun(self.ctx, spec, started_seq)
+        self.runs[spec.id] = run
+        task = asyncio.create_task(self._run(run), name=f"job-{spec.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        log.info("job started", extra={"job_id": spec.id, "agent": self.agent, "type": spec.type})
+
+    async def _run(self, run: JobRun) -> None:
+        try:
+            await run.run()
+        finally:
+            self.runs.pop(run.job_id, None)
+
+    async def _on_cancel_requested(self, msg: Msg, event: JobCancelRequested) -> None:
+        job_id = event.job_id
+        if job_id is None:
+            await _ack(msg)
+            return
+        request = CancelRequest(by=event.data.by, reason=event.data.reason, kind=event.data.kind)
+        run = self.runs.get(job_id)
+        if run is not None:
+            log.info("cancel requested", extra={"job_id": job_id, "by": event.data.by})
+            run.request_cancel(request)
+        else:
+            await self._cancel_unclaimed(job_id, bus.seq_of(msg), request)
+        await _ack(msg)
+
+    async def _cancel_unclaimed(self, job_id: str, cancel_seq: int, request: CancelRequest) -> None:
+        """A job sent to this agent and cancelled before we claimed it: nobody else will end it."""
+        view, tail = await bus.load_for_update(self.ctx.js, job_id)
+        if tail != cancel_seq:
+            return  # something happened since: it started elsewhere, or has ended
+        if view is None or view.status != JobStatus.SENT or view.agent != self.agent:
+            return
+        kind = "stalled" if request.stalled else "cancelled_by_user"
+        hints = HintContext(agent=self.agent, api_url=self.ctx.settings.api_url)
+        error = JobError(kind=kind, message=f"{request.describe()} before borg started", hint=hint_for(kind, hints))
+        event = JobCancelled(job_id=job_id, data=OutcomeData(error=error))
+        try:
+            await bus.publish(self.ctx.js, event, expect_last_seq=cancel_seq)
+            log.info("cancelled a sent job before claiming it", extra={"job_id": job_id})
+        except ConcurrencyConflict:
+            pass  # someone else ended or moved it meanwhile: theirs stands
+
+    async def shutdown(self, timeout_s: float) -> None:
+        """Interrupt every job this agent holds and wait for each to report its end."""
+        self._stopping = True
+        if self._handling is not None:
+            await self._handling  # the message being handled when consume() was cancelled
+        for run in list(self.runs.values()):
+            run.request_cancel(CancelRequest(reason="the executor is stopping", shutdown=True))
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout_s)
+        for task in pending:
+            log.error("job did not end in time on shutdown", extra={"task": task.get_name()})
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+
+
+async def _ack(msg: Msg) -> None:
+    try:
+        await msg.ack()
+    except Exception as e:  # the connection dropped: the message is redelivered, and handled idempotently
+        log.warning("ack failed: %s", e, extra={"subject": msg.subject})

@@ -1,0 +1,1 @@
+"""The notifier: turns events people care about into apprise notifications, once each."""

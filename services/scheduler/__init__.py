@@ -1,0 +1,1 @@
+"""The scheduler: turns cron schedules into queued jobs, one per fire time."""

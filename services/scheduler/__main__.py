@@ -1,0 +1,7 @@
+"""`python -m services.scheduler`."""
+
+from services.scheduler.app import run
+from shared.runtime import run_service
+
+if __name__ == "__main__":
+    run_service(run)

@@ -1,0 +1,117 @@
+"""The real api app (its own lifespan, connections and auth) against a private NATS and a fresh DB.
+
+Litestar 2's AsyncTestClient runs the app on its own event loop in a helper thread, so the
+app opens its own connections (as `borgflow api` does); tests check the results with the
+`pool` and `js` fixtures on the test's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import pytest_asyncio
+from litestar.testing import AsyncTestClient
+from nats.js import JetStreamContext
+
+from services.api.app import create_app
+from shared import bus, ids, readmodel
+from shared.config import Settings
+from shared.events import Event, JobQueued, JobSpec
+from shared.jobs import JobView
+from shared.testing import NatsServer
+from shared.tokens import hash_token
+
+ADMIN_TOKEN = "admin-token-for-tests"
+AGENT_TOKEN = "agent-token-for-tests"
+PASSPHRASE = "correct horse battery staple"
+
+Client = AsyncTestClient[Any]
+
+
+def auth(token: str = ADMIN_TOKEN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def settings(database_url: str, nats_server: NatsServer) -> Settings:
+    return Settings(database_url=database_url, nats_url=nats_server.url, admin_token=ADMIN_TOKEN)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def client(settings: Settings, js: JetStreamContext) -> AsyncIterator[Client]:
+    """An admin client of a started api (streams exist before it starts, as in `borgflow up`)."""
+    async with AsyncTestClient(create_app(settings), timeout=20) as c:
+        c.headers.update(auth())
+        yield c
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def agent_token(pool: asyncpg.Pool) -> str:
+    await pool.execute(
+        "INSERT INTO tokens (id, name, role, hash) VALUES ($1, 'executor-local', 'agent', $2)",
+        ids.new_id(),
+        hash_token(AGENT_TOKEN),
+    )
+    return AGENT_TOKEN
+
+
+async def make_repository(client: Client, name: str = "r1", passphrase: str | None = PASSPHRASE) -> dict[str, Any]:
+    body: dict[str, Any] = {"name": name, "location": f"/srv/borg/{name}", "agent": "local"}
+    if passphrase is not None:
+        body["passphrase"] = passphrase
+    r = await client.post("/api/repositories", json=body)
+    assert r.status_code == 201, r.text
+    out: dict[str, Any] = r.json()
+    return out
+
+
+async def make_plan(client: Client, repository_id: str, name: str = "p1", **fields: Any) -> dict[str, Any]:
+    body = {"name": name, "repository_id": repository_id, "paths": ["/etc"], **fields}
+    r = await client.post("/api/plans", json=body)
+    assert r.status_code == 201, r.text
+    out: dict[str, Any] = r.json()
+    return out
+
+
+async def advance(js: JetStreamContext, pool: asyncpg.Pool, job_id: str, *events: Event) -> JobView:
+    """Append events to a job, as dispatcher and executor would, and project its row."""
+    for event in events:
+        await bus.publish(js, event)
+    view = await bus.load_job(js, job_id)
+    assert view is not None
+    async with pool.acquire() as conn:
+        await readmodel.upsert_jobs(conn, [view])
+    return view
+
+
+async def jobs_stream_count(js: JetStreamContext) -> int:
+    info = await js.stream_info("BORGFLOW_JOBS")
+    return int(info.state.messages)
+
+
+async def queue_scheduled_job(
+    js: JetStreamContext, pool: asyncpg.Pool, schedule_id: str, created_at: datetime | None = None
+) -> JobView:
+    """A job as the scheduler queues it (a ping: it needs no configuration), with its row."""
+    spec = JobSpec(
+        id=ids.new_id(),
+        type="ping",
+        agent="local",
+        trigger="schedule",
+        schedule_id=schedule_id,
+        created_at=created_at or datetime.now(UTC),
+    )
+    return await advance(js, pool, spec.id, JobQueued(job_id=spec.id, data=spec))
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll `check` until it holds, failing after `timeout` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{what} did not hold within {timeout} s")
+        await asyncio.sleep(0.02)
