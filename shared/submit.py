@@ -387,9 +387,15 @@ async def submit(conn: Conn, js: JetStreamContext, req: JobRequest, origin: Orig
     return await accept(conn, js, await build_spec(conn, req, origin), origin)
 
 
-async def resubmit(conn: Conn, js: JetStreamContext, original: JobSpec, origin: Origin) -> JobSpec:
+async def resubmit(
+    conn: Conn, js: JetStreamContext, original: JobSpec, origin: Origin, tried_archive: str | None = None
+) -> JobSpec:
     """A job like `original` (a retry): from the current configuration, so a fix made since
-    applies; from the original's own snapshot when its plan or repository is gone."""
+    applies; from the original's own snapshot when its plan or repository is gone.
+
+    A backup retry carries `tried_archive`, the name the failed attempt wrote: the
+    executor looks for it first and does not back up again when it exists after all.
+    """
     req = JobRequest(
         type=original.type,  # type: ignore[arg-type]  # a stored job's type is one of JobRequest's
         plan_id=original.plan_id,
@@ -417,6 +423,8 @@ async def resubmit(conn: Conn, js: JetStreamContext, original: JobSpec, origin: 
             archive=None if original.type == "backup" else original.archive,
             message=None,
         )
+    if original.type == "backup" and tried_archive:
+        spec = msgspec.structs.replace(spec, archive=tried_archive)
     return await accept(conn, js, spec, origin)
 
 

@@ -149,11 +149,13 @@ def in_own_project(spec: JobSpec, project: str | None) -> JobSpec:
     return msgspec.structs.replace(spec, project=project)
 
 
-async def _again(conn: asyncpg.Connection, rt: Runtime, original: JobSpec, origin: Origin) -> JobSpec:
+async def _again(
+    conn: asyncpg.Connection, rt: Runtime, original: JobSpec, origin: Origin, tried_archive: str | None
+) -> JobSpec:
     """Queue a job like `original`: from the current configuration (resubmit), keeping the
     project of a job that has no repository or plan."""
     if original.repository_id or original.plan_id:
-        return await resubmit(conn, rt.js, original, origin)
+        return await resubmit(conn, rt.js, original, origin, tried_archive)
     req = JobRequest(
         type=original.type,  # type: ignore[arg-type]  # a stored job's type is one of JobRequest's
         agent=original.agent,
@@ -176,7 +178,10 @@ async def retry(rt: Runtime, job_id: str, who: str) -> JobView:
         raise NotFound(f"no job {job_id}")
     origin = Origin(requested_by=who, trigger=view.trigger, retry_of=job_id, attempt=view.attempt + 1)
     async with queries.connection(rt.pool) as conn:
-        spec = await _again(conn, rt, original, origin)
+        # A failed backup may have written its archive after all (its agent was lost
+        # after borg finished): the retry looks for it before backing up again.
+        tried = view.result.archive if view.status == JobStatus.FAILED and view.result is not None else None
+        spec = await _again(conn, rt, original, origin, tried)
     rt.projects.remember(spec.id, spec.project)
     log.info("job retried", extra={"job_id": spec.id, "retry_of": job_id, "by": who})
     return await accepted_view(rt.pool, spec)

@@ -14,6 +14,7 @@ from shared.events import (
     JobFailed,
     JobLog,
     JobQueued,
+    JobResult,
     JobSent,
     JobStarted,
     LogData,
@@ -119,14 +120,17 @@ async def test_cancel_a_finished_job_is_409(client: Client, js: JetStreamContext
     assert r.status_code == 409 and r.json()["detail"] == "job already failed"
 
 
-async def _fail(js: JetStreamContext, pool: asyncpg.Pool, jid: str) -> None:
+async def _fail(
+    js: JetStreamContext, pool: asyncpg.Pool, jid: str, kind: str = "lock_timeout", archive: str | None = None
+) -> None:
+    result = JobResult(archive=archive) if archive else None
     await advance(
         js,
         pool,
         jid,
         JobSent(job_id=jid, data=SentData(agent="local")),
         JobStarted(job_id=jid, data=StartedData(agent="local")),
-        JobFailed(job_id=jid, data=OutcomeData(error=JobError(kind="lock_timeout", message="locked"))),
+        JobFailed(job_id=jid, data=OutcomeData(result=result, error=JobError(kind=kind, message="gone"))),
     )
 
 
@@ -146,6 +150,21 @@ async def test_retry_a_failed_job(client: Client, js: JetStreamContext, pool: as
     for key in ("type", "plan_id", "repository_id", "agent", "priority", "trigger"):
         assert retry[key] == original[key], key
     assert (await client.get(f"/api/jobs/{original['id']}")).json()["status"] == "failed"
+    queued = (await bus.job_events(js, retry["id"]))[0][0]
+    assert isinstance(queued, JobQueued) and queued.data.archive is None  # it wrote no archive: nothing to look for
+
+
+async def test_retry_of_a_backup_lost_after_borg_named_its_archive_looks_for_it(
+    client: Client, js: JetStreamContext, pool: asyncpg.Pool
+) -> None:
+    repo = await make_repository(client)
+    plan = await make_plan(client, repo["id"])
+    original = (await client.post("/api/jobs", json={"type": "backup", "plan_id": plan["id"]})).json()
+    await _fail(js, pool, original["id"], kind="agent_lost", archive="home-2026-12-02T04:00:00")
+    retry = (await client.post(f"/api/jobs/{original['id']}/retry")).json()
+    queued = (await bus.job_events(js, retry["id"]))[0][0]
+    # The executor looks for this archive first and does not back up again if it exists.
+    assert isinstance(queued, JobQueued) and queued.data.archive == "home-2026-12-02T04:00:00"
 
 
 async def test_retry_runs_from_the_snapshot_when_the_plan_is_gone(
