@@ -18,6 +18,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import msgspec
+import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
@@ -51,6 +52,8 @@ from shared.livesettings import watch_settings
 from shared.streams import AGENTS, JOBS, PROGRESS, WAITING_BUCKET, ensure_streams
 
 log = logging.getLogger(__name__)
+# How long the dispatcher waits before deciding again when NATS did not answer.
+RETRY_AFTER_S = 0.5
 
 
 class Dispatcher:
@@ -178,6 +181,20 @@ class Dispatcher:
                 log.info("sent", extra={"job_id": job_id, "agent": view.agent, "type": view.type})
         await self.publish_waiting()
 
+    async def dispatch_or_wait(self, stop: asyncio.Event) -> None:
+        """Dispatch; with NATS away, wait a moment and decide again from what the stream says.
+
+        A send whose answer was lost may have landed or not: either way the next try is
+        guarded by the job's tail, so it can never be sent twice.
+        """
+        try:
+            await self.dispatch()
+        except (nats.errors.Error, TimeoutError) as e:
+            log.warning("dispatching failed, trying again shortly: %s", e)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), RETRY_AFTER_S)
+            self.wake.set()
+
     async def publish_waiting(self) -> None:
         """Every queued job's reason to wait, as one KV entry the api merges into job answers."""
         waiting = self.last.waiting
@@ -268,7 +285,7 @@ class Dispatcher:
                 woke.cancel()
                 self.wake.clear()
                 if not stop.is_set():
-                    await self.dispatch()
+                    await self.dispatch_or_wait(stop)
             for t in tasks:
                 t.cancel()
 
