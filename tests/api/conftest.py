@@ -7,8 +7,7 @@ app opens its own connections (as `borgflow api` does); tests check the results 
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -106,12 +105,3 @@ async def queue_scheduled_job(
         created_at=created_at or datetime.now(UTC),
     )
     return await advance(js, pool, spec.id, JobQueued(job_id=spec.id, data=spec))
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0, what: str = "condition") -> None:
-    """Poll `check` until it holds, failing after `timeout` seconds."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"{what} did not hold within {timeout} s")
-        await asyncio.sleep(0.02)

@@ -12,7 +12,8 @@ from nats.js import JetStreamContext
 from services.api.waiting import KEY, WaitingBoard, watch
 from shared.events import JobSent, SentData
 from shared.streams import WAITING_BUCKET, ensure_streams
-from tests.api.conftest import Client, advance, eventually, make_repository
+from tests.api.conftest import Client, advance, make_repository
+from tests.support.waiting import eventually
 
 REASON = {"reason": "repository_busy", "detail": "repository r1 is busy with job j0, a check", "position": 1}
 

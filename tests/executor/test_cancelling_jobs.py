@@ -50,11 +50,7 @@ async def locked_repo(harness: Executor) -> AsyncIterator[RepositoryRef]:
         start_new_session=True,
     )
     lock = Path(repo.location) / "lock.exclusive"
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
-    while not lock.exists():  # poll with a deadline until the holder has the lock
-        assert loop.time() < deadline, "borg with-lock did not take the lock"
-        await asyncio.sleep(0.02)
+    await eventually(lock.exists, what="borg with-lock holding the lock")
     yield repo
     os.killpg(holder.pid, signal.SIGTERM)
     await holder.wait()

@@ -10,7 +10,7 @@ import asyncpg
 from litestar import Controller, get
 from litestar.params import Parameter
 
-from services.api import queries
+from services.api import schedule_queries
 from services.api.auth import READ, Principal, project_scope
 from services.api.controllers.schedules import timing_of
 from services.api.errors import BadRequest, Invalid
@@ -82,12 +82,12 @@ class CalendarController(Controller):
         if until - since > MAX_SPAN:
             raise Invalid(f"to: the range is at most {MAX_SPAN.days} days long", "to")
         project = project_scope(principal)
-        jobs = await queries.scheduled_jobs(rt.pool, since, until, MAX_JOBS + 1, project)
+        jobs = await schedule_queries.scheduled_jobs(rt.pool, since, until, MAX_JOBS + 1, project)
         fires: list[CalendarFire] = []
         more_fires = False
         start = max(since, now)
         if start <= until:
-            schedules = await queries.enabled_schedules(rt.pool, project)
+            schedules = await schedule_queries.enabled_schedules(rt.pool, project)
             # Cron arithmetic for many schedules over three months is CPU work: off the loop.
             fires, more_fires = await asyncio.to_thread(upcoming, schedules, start, until)
         items: list[CalendarJob | CalendarFire] = [

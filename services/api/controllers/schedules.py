@@ -15,12 +15,12 @@ import asyncpg
 import msgspec
 from litestar import Controller, delete, get, post, put
 
-from services.api import queries, scope
+from services.api import queries, schedule_queries, scope
 from services.api.auth import READ, WRITE, Principal, project_scope
 from services.api.controllers import safe_id
 from services.api.errors import Invalid, NotFound
-from services.api.queries import ScheduleRow
 from services.api.runtime import Runtime
+from services.api.schedule_queries import ScheduleRow
 from services.api.schemas import LastRun, Schedule, ScheduleCreate, ScheduleList
 from shared import cron, ids
 from shared.submit import InvalidRequest, Origin, build_spec, field_of, parse_request
@@ -129,7 +129,7 @@ async def _validated(conn: asyncpg.Connection, body: ScheduleCreate, principal: 
 
 async def _row(rt: Runtime, schedule_id: str, principal: Principal) -> asyncpg.Record:
     """The schedule, or 404 when it is absent or of a project `principal` does not see."""
-    row = await queries.schedule(rt.pool, safe_id(schedule_id, "schedule"))
+    row = await schedule_queries.schedule(rt.pool, safe_id(schedule_id, "schedule"))
     if row is None:
         raise NotFound(f"no schedule {schedule_id}")
     scope.require_visible(principal, row["project"], "schedule", schedule_id)
@@ -145,13 +145,13 @@ class ScheduleController(Controller):
         """422 naming the field for a bad `cron`, `interval_s`, `timezone` or job (`job.plan_id`, …)."""
         schedule_id = ids.new_id()
         async with queries.connection(rt.pool) as conn, conn.transaction():
-            await queries.insert_schedule(conn, schedule_id, await _validated(conn, data, principal))
+            await schedule_queries.insert_schedule(conn, schedule_id, await _validated(conn, data, principal))
         return _schedule(await _row(rt, schedule_id, principal), datetime.now(UTC))
 
     @get(opt={"permission": READ}, cache=False)
     async def list_all(self, rt: Runtime, principal: Principal) -> ScheduleList:
         now = datetime.now(UTC)
-        rows = await queries.schedules(rt.pool, project_scope(principal))
+        rows = await schedule_queries.schedules(rt.pool, project_scope(principal))
         return ScheduleList(items=[_schedule(r, now) for r in rows])
 
     @get("/{schedule_id:str}", opt={"permission": READ}, cache=False)
@@ -177,12 +177,12 @@ class ScheduleController(Controller):
             field = field_of(e)
             raise Invalid(f"{field}: {str(e).split(' - at ')[0]}", field) from None
         async with queries.connection(rt.pool) as conn, conn.transaction():
-            if not await queries.update_schedule(conn, schedule_id, await _validated(conn, body, principal)):
+            if not await schedule_queries.update_schedule(conn, schedule_id, await _validated(conn, body, principal)):
                 raise NotFound(f"no schedule {schedule_id}")
         return _schedule(await _row(rt, schedule_id, principal), datetime.now(UTC))
 
     @delete("/{schedule_id:str}", opt={"permission": WRITE})
     async def remove(self, rt: Runtime, principal: Principal, schedule_id: str) -> None:
         await _row(rt, schedule_id, principal)
-        if not await queries.delete_schedule(rt.pool, schedule_id):
+        if not await schedule_queries.delete_schedule(rt.pool, schedule_id):
             raise NotFound(f"no schedule {schedule_id}")
