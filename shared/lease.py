@@ -6,8 +6,11 @@ renewal has aged out of the bucket (its max_age is the lease time). A holder
 whose renewal fails has lost the lease and stops acting at once.
 
 The lease keeps the standbys idle; it is not what keeps a job from being sent
-twice (the compare-and-set on the job's stream does that), so a short overlap
-during a hand-over is harmless.
+twice (the compare-and-set on the job's stream does that). What a deposed holder
+sent late must not count either: each holding has an epoch, the revision at which
+it was created, which rises with every hand-over (renewals keep it), and the
+dispatcher puts it in every send; an executor refuses a send from an epoch older
+than one it has seen (services/executor/fencing.py).
 """
 
 from __future__ import annotations
@@ -35,6 +38,19 @@ def holder_name(role: str) -> str:
     return f"{role}@{socket.gethostname()}:{os.getpid()}:{ids.new_id()[-6:]}"
 
 
+def lease_value(holder: str, epoch: int) -> bytes:
+    """The lease key's value: who holds it, since which epoch."""
+    return f"{holder} epoch={epoch}".encode()
+
+
+def epoch_of(value: bytes | None) -> int | None:
+    """The epoch a lease value names (None: a holding not announced yet, or no holder)."""
+    if not value:
+        return None
+    _, sep, epoch = value.decode(errors="replace").rpartition(" epoch=")
+    return int(epoch) if sep and epoch.isdigit() else None
+
+
 class Lease:
     def __init__(self, js: JetStreamContext, role: str, renew_s: float = RENEW_S) -> None:
         self.js = js
@@ -44,23 +60,28 @@ class Lease:
         self.held = asyncio.Event()
         self.on_acquire: Callable[[], None] | None = None
         self._revision: int | None = None
+        self.epoch: int | None = None  # the revision this holding began at; None while not held
 
     async def _try(self) -> bool:
-        kv = await self.js.key_value(LEASES_BUCKET)
-        value = self.holder.encode()
         try:
+            kv = await self.js.key_value(LEASES_BUCKET)
             if self._revision is None:
-                self._revision = await kv.create(self.role, value)
+                # Take it, then say at once which epoch this holding is (the revision it
+                # was taken at), so that whoever reads the key knows it without history.
+                created = await kv.create(self.role, self.holder.encode())
+                self._revision = await kv.update(self.role, lease_value(self.holder, created), last=created)
+                self.epoch = created
             else:
-                self._revision = await kv.update(self.role, value, last=self._revision)
+                assert self.epoch is not None
+                self._revision = await kv.update(self.role, lease_value(self.holder, self.epoch), last=self._revision)
             return True
         except KeyWrongLastSequenceError:
-            self._revision = None
+            self._revision = self.epoch = None
             return False
-        except Exception as e:  # "key exists" (someone holds it) or NATS unreachable
+        except Exception as e:  # "key exists" (someone holds it), NATS unreachable or electing a leader
             if self._revision is not None:
                 log.warning("lease renewal failed: %s", e, extra={"role": self.role})
-            self._revision = None
+            self._revision = self.epoch = None
             return False
 
     async def keep(self, stop: asyncio.Event) -> None:

@@ -18,14 +18,22 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-async def ensure_token(conn: asyncpg.Connection, name: str, role: str, token: str, project: str = "default") -> None:
-    """Make `token` valid with `role` (idempotent: the same token is stored once)."""
+async def ensure_token(
+    conn: asyncpg.Connection,
+    name: str,
+    role: str,
+    token: str,
+    project: str = "default",
+    agent: str | None = None,
+) -> None:
+    """Make `token` valid with `role` (bound to `agent` for role agent); idempotent: stored once."""
     await conn.execute(
-        "INSERT INTO tokens (id, name, role, project, hash) VALUES ($1, $2, $3, $4, $5)"
-        " ON CONFLICT (hash) DO UPDATE SET role = EXCLUDED.role, revoked_at = NULL",
+        "INSERT INTO tokens (id, name, role, project, hash, agent) VALUES ($1, $2, $3, $4, $5, $6)"
+        " ON CONFLICT (hash) DO UPDATE SET role = EXCLUDED.role, agent = EXCLUDED.agent, revoked_at = NULL",
         ids.new_id(),
         name,
         role,
         project,
         hash_token(token),
+        agent,
     )

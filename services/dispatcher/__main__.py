@@ -1,7 +1,8 @@
-"""`python -m services.dispatcher`."""
+"""`python -m services.dispatcher`: the same as `borgflow dispatcher`."""
 
-from services.dispatcher.app import run
-from shared.runtime import run_service
+import sys
+
+from services.cli import main
 
 if __name__ == "__main__":
-    run_service(run)
+    main(["dispatcher", *sys.argv[1:]])

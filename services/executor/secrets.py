@@ -14,7 +14,9 @@ from email.utils import parsedate_to_datetime
 from typing import Protocol
 
 import httpx
+import msgspec
 
+from services.executor.enrolment import Credentials
 from services.executor.exceptions import SecretUnavailable
 
 log = logging.getLogger(__name__)
@@ -24,11 +26,25 @@ MAX_BACKOFF_S = 5.0
 MIN_WAIT_S = 0.05
 
 
+class JobSecrets(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything secret a job runs with (GET /api/jobs/{id}/secret)."""
+
+    passphrase: str | None = None
+    databases: dict[str, str] = {}
+    """The plan's database passwords by `<kind>/<database>`."""
+    target_password: str | None = None
+    """A database restore's target password."""
+
+
 class SecretSource(Protocol):
     """Anything that can tell the passphrase of a job's repository."""
 
     async def passphrase(self, job_id: str) -> str | None:
         """The passphrase, None when the repository has none; SecretUnavailable when it cannot tell."""
+        ...
+
+    async def secrets(self, job_id: str) -> JobSecrets:
+        """The passphrase and the database passwords; SecretUnavailable when it cannot tell."""
         ...
 
     async def aclose(self) -> None: ...
@@ -50,17 +66,32 @@ class HttpSecretSource:
         timeout_s: float = 10.0,
         patience_s: float = 60.0,
         client: httpx.AsyncClient | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self._base = api_url.rstrip("/")
         self._token = token
+        self._credentials = credentials
         self._timeout_s = timeout_s
         self._patience_s = patience_s
         self._client = client or httpx.AsyncClient(timeout=timeout_s)
         self._owns_client = client is None
 
     async def passphrase(self, job_id: str) -> str | None:
+        return _passphrase_of(await self._fetch(job_id), f"{self._base}/api/jobs/{job_id}/secret")
+
+    async def secrets(self, job_id: str) -> JobSecrets:
         url = f"{self._base}/api/jobs/{job_id}/secret"
-        headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
+        response = await self._fetch(job_id)
+        passphrase = _passphrase_of(response, url)
+        try:
+            found = msgspec.json.decode(response.content, type=JobSecrets)
+        except msgspec.DecodeError:
+            # Name the place only: the body holds secrets.
+            raise SecretUnavailable(f"GET {url} answered secrets not in the expected shape") from None
+        return msgspec.structs.replace(found, passphrase=passphrase)
+
+    async def _fetch(self, job_id: str) -> httpx.Response:
+        url = f"{self._base}/api/jobs/{job_id}/secret"
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._patience_s
         backoff = FIRST_BACKOFF_S
@@ -71,6 +102,8 @@ class HttpSecretSource:
             try:
                 # No single request may outlast the patience left.
                 left = max(MIN_WAIT_S, deadline - loop.time())
+                token = await self._credentials.token() if self._credentials is not None else self._token
+                headers = {"Authorization": f"Bearer {token}"} if token else {}
                 response = await self._client.get(url, headers=headers, timeout=min(self._timeout_s, left))
             except httpx.HTTPError as e:
                 # Name the error class only: its text may echo the request, never the answer.
@@ -79,7 +112,7 @@ class HttpSecretSource:
                 if response.status_code == 200:
                     if attempt > 1:
                         log.info("passphrase fetched", extra={"job_id": job_id, "attempt": attempt})
-                    return _passphrase_of(response, url)
+                    return response
                 problem = f"GET {url} answered {response.status_code}"
                 if response.status_code < 500:
                     raise SecretUnavailable(problem)  # refused or unknown: final
@@ -95,6 +128,10 @@ class HttpSecretSource:
             # A last try just before the deadline rather than none at all.
             await asyncio.sleep(min(pause, left))
             backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        return self._client
 
     async def aclose(self) -> None:
         if self._owns_client:

@@ -1,7 +1,8 @@
-"""`python -m services.notifier`."""
+"""`python -m services.notifier`: the same as `borgflow notifier`."""
 
-from services.notifier.app import run
-from shared.runtime import run_service
+import sys
+
+from services.cli import main
 
 if __name__ == "__main__":
-    run_service(run)
+    main(["notifier", *sys.argv[1:]])

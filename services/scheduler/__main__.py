@@ -1,7 +1,8 @@
-"""`python -m services.scheduler`."""
+"""`python -m services.scheduler`: the same as `borgflow scheduler`."""
 
-from services.scheduler.app import run
-from shared.runtime import run_service
+import sys
+
+from services.cli import main
 
 if __name__ == "__main__":
-    run_service(run)
+    main(["scheduler", *sys.argv[1:]])

@@ -122,7 +122,7 @@ async def cancel_some(client: httpx.AsyncClient, rng: random.Random, stop: async
 async def inject_bad_events(c: Cluster, client: httpx.AsyncClient) -> None:
     """Malformed JSON, an unknown type, and a transition from the wrong state, mid-run."""
     victim = (await ok(client, "GET", "/api/jobs?status=queued&limit=1"))["items"]
-    nc = await bus.connect(c.nats.url, "vandal")
+    nc = await bus.connect(c.nats_url, "vandal")
     try:
         js = nc.jetstream()
         await js.publish("borgflow.jobs.0000000000bad0000000000000.queued", b"{not json")
@@ -169,7 +169,7 @@ def restart(c: Cluster, target: str) -> None:
 
 
 async def settled(c: Cluster) -> Audit:
-    nc = await bus.connect(c.nats.url, "audit")
+    nc = await bus.connect(c.nats_url, "audit")
     try:
         js = nc.jetstream()
 
@@ -182,7 +182,9 @@ async def settled(c: Cluster) -> Audit:
         except AssertionError:
             a = await audit(js)
             stuck = {j: str(a.jobs[j].status) for j in a.unfinished()}
-            raise AssertionError(f"unfinished: {stuck}\n{c.tail('dispatcher')}") from None
+            # The executors' tails too: a job stuck running is theirs to explain.
+            executors = "".join(f"\n--- executor-{agent}\n{c.tail(f'executor-{agent}', 2000)}" for agent in c.agents)
+            raise AssertionError(f"unfinished: {stuck}\n{c.tail('dispatcher')}{executors}") from None
     finally:
         await nc.close()
 

@@ -20,9 +20,11 @@ import httpx
 
 from shared import db, tokens
 from shared.testing import NatsServer, embedded_postgres, free_port, wait_until
+from tests.support.natscluster import NatsCluster
 
 ADMIN = "fault-admin-token-0123456789"
-AGENT_TOKEN = "fault-agent-token-0123456789"
+# Every executor enrols with it for a token of its own agent, as in compose.
+JOIN_TOKEN = "fault-join-token-0123456789"
 
 
 def exe() -> str:
@@ -30,11 +32,26 @@ def exe() -> str:
 
 
 class Cluster:
-    def __init__(self, agents: tuple[str, ...] = ("a1", "a2", "a3")) -> None:
+    """Every service as its own process. With `nats_servers=3`, NATS is a real 3-server
+    cluster and every stream and bucket has 3 replicas; `dispatchers` and `schedulers`
+    run that many of each (one active, the others standing by)."""
+
+    def __init__(
+        self,
+        agents: tuple[str, ...] = ("a1", "a2", "a3"),
+        *,
+        nats_servers: int = 1,
+        dispatchers: int = 1,
+        schedulers: int = 1,
+    ) -> None:
         # Its own temp dir, not pytest's: Postgres runs as another user that must reach it,
         # and pytest prunes old base dirs of concurrent sessions.
         self.root = Path(tempfile.mkdtemp(prefix="bf-cluster-"))
         self.agents = agents
+        self.dispatchers = dispatchers
+        self.schedulers = schedulers
+        self.nats_cluster = NatsCluster(self.root / "nats-cluster", nats_servers) if nats_servers > 1 else None
+        self.replicas = nats_servers
         self.nats = NatsServer(self.root / "nats")
         self.port = free_port()
         self.api_url = f"http://127.0.0.1:{self.port}"
@@ -47,17 +64,27 @@ class Cluster:
 
     # ---------------------------------------------------------------- servers
 
+    @property
+    def nats_url(self) -> str:
+        return self.nats_cluster.url if self.nats_cluster is not None else self.nats.url
+
     def start_servers(self) -> None:
-        self.nats.start(log_file=self.logs / "nats.log")
+        if self.nats_cluster is not None:
+            self.nats_cluster.start()
+        else:
+            self.nats.start(log_file=self.logs / "nats.log")
         self.pg = embedded_postgres(self.root / "pg", cleanup="delete")
         self.database_url = self.pg.get_uri("borgflow")
 
     async def prepare_database(self) -> None:
+        """Create the database (and wait for a NATS cluster to elect its JetStream leader)."""
+        if self.nats_cluster is not None:
+            await self.nats_cluster.ready()
         await db.ensure_database(self.database_url)
         conn = await db.connect(self.database_url)
         try:
             await db.migrate(conn)
-            await tokens.ensure_token(conn, "agents", "agent", AGENT_TOKEN)
+            await tokens.ensure_token(conn, "join", "join", JOIN_TOKEN)
         finally:
             await conn.close()
 
@@ -74,10 +101,11 @@ class Cluster:
     def env(self, **extra: str) -> dict[str, str]:
         return dict(
             os.environ,
-            BORGFLOW_NATS_URL=self.nats.url,
+            BORGFLOW_NATS_URL=self.nats_url,
+            BORGFLOW_STREAM_REPLICAS=str(self.replicas),
             BORGFLOW_DATABASE_URL=self.database_url,
             BORGFLOW_API_URL=self.api_url,
-            BORGFLOW_TOKEN=AGENT_TOKEN,
+            BORGFLOW_TOKEN=JOIN_TOKEN,
             BORGFLOW_ADMIN_TOKEN=ADMIN,
             BORGFLOW_HEARTBEAT_S="1",
             **extra,
@@ -87,10 +115,11 @@ class Cluster:
         out = {
             "api": [exe(), "api", "--listen", f"127.0.0.1:{self.port}"],
             "projector": [exe(), "projector"],
-            "dispatcher": [exe(), "dispatcher"],
-            "scheduler": [exe(), "scheduler"],
             "notifier": [exe(), "notifier"],
         }
+        for role, count in (("dispatcher", self.dispatchers), ("scheduler", self.schedulers)):
+            for i in range(count):
+                out[role if i == 0 else f"{role}-{i + 1}"] = [exe(), role]
         for a in self.agents:
             out[f"executor-{a}"] = [exe(), "executor", "--agent", a]
         return out
@@ -100,6 +129,8 @@ class Cluster:
         extra = {}
         if name.startswith("executor-"):
             extra["BORGFLOW_DATA_DIR"] = str(self.root / name)
+        elif name == "api":  # its secret key file, kept across the api's restarts (not in $HOME)
+            extra["BORGFLOW_DATA_DIR"] = str(self.root / "api")
         with (self.logs / f"{name}.log").open("ab") as out:
             self.procs[name] = subprocess.Popen(cmd, env=self.env(**extra), stdout=out, stderr=subprocess.STDOUT)
 
@@ -126,10 +157,12 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 proc.kill()
         self.nats.stop()
+        if self.nats_cluster is not None:
+            self.nats_cluster.stop()
         if self.pg is not None:
             self.pg.cleanup()
         # Logs stay for a post-mortem; the bulky state goes.
-        for bulky in ("pg", "nats"):
+        for bulky in ("pg", "nats", "nats-cluster"):
             shutil.rmtree(self.root / bulky, ignore_errors=True)
 
     # ---------------------------------------------------------------- client

@@ -16,17 +16,15 @@ async def add_repository(
     location: str,
     *,
     agent: str = "local",
-    passphrase: str | None = None,
     name: str | None = None,
 ) -> str:
     repo_id = ids.new_id()
     await conn.execute(
-        "INSERT INTO repositories (id, name, location, agent, passphrase) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO repositories (id, name, location, agent) VALUES ($1, $2, $3, $4)",
         repo_id,
         name or f"repo-{repo_id[-6:]}",
         location,
         agent,
-        passphrase,
     )
     return repo_id
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 
 from litestar import Controller, Response, get
+from litestar.openapi.datastructures import ResponseSpec
 
 from services.api import queries
 from services.api.runtime import Runtime
 from services.api.schemas import Health
+from shared.version import VERSION
 
 PING_TIMEOUT_S = 2.0
 
@@ -34,9 +36,14 @@ class HealthController(Controller):
     path = "/api/health"
     tags = ("health",)
 
-    @get(opt={"exclude_from_auth": True}, summary="Readiness", cache=False)
+    @get(
+        opt={"exclude_from_auth": True},
+        summary="Readiness",
+        cache=False,
+        responses={503: ResponseSpec(Health, description="Not ready yet: `detail` says what it waits for")},
+    )
     async def health(self, rt: Runtime) -> Response[Health]:
         detail = await waiting_for(rt)
         if detail is None:
-            return Response(Health(status="ok"), status_code=200)
-        return Response(Health(status="starting", detail=detail), status_code=503)
+            return Response(Health(status="ok", version=VERSION), status_code=200)
+        return Response(Health(status="starting", version=VERSION, detail=detail), status_code=503)
