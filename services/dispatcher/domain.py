@@ -1,25 +1,46 @@
-"""What may start now: a pure function of the queue, the running jobs and the limits.
+"""What may start now, and why the rest waits: the policy, as a pure function.
 
-No I/O, no clock: the dispatcher's app feeds it state folded from the stream
-and publishes what it returns, and tests call it directly.
+No I/O, no clock: the dispatcher's app feeds it state folded from the stream and
+tests call it directly. `decide` is the reference: simple and slow (it looks at
+every queued job); services/dispatcher/queue.py decides the same incrementally,
+and a property test holds the two to the same starts and the same reasons.
 
-Order is priority (higher first), then queue order. A job that cannot start
-reserves what blocks it only where skipping it could starve it: a waiting
-writer reserves its repository (so a stream of reads cannot hold it back for
-ever), and a job waiting for its agent or plan keeps its place among that
-agent's or plan's jobs. Jobs for other agents and repositories go past it.
+Order is priority (higher first), then queue order (when the job was first
+queued: a job sent back to the queue keeps its place). Walking the queue in that
+order, a job starts when nothing blocks it: its retry backoff, an earlier backup
+of its plan, its agent (offline, or all its slots taken), its repository (a
+writer there, readers when it writes, or an earlier writer waiting for it), the
+global limit, its class's limit. A job that cannot start holds back only what
+could starve it: a waiting writer reserves its repository (so a stream of reads
+cannot keep it out for ever), but only when it could run were the repository
+free (its agent is online and it is not backing off); a waiting backup keeps its
+place among its plan's backups. Jobs for other agents and repositories go past.
+
+Why a job waits is said after the round's starts, as the state is then: the
+reason a person reading it can act on. Where it stands in the queue (position)
+is a matter of order alone, and the api counts it from the read model.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from shared.config import SystemSettings
 from shared.events import WRITING_TYPES
 from shared.jobs import Waiting
 
 MANUAL_TRIGGERS = frozenset({"manual", "cli", "api", "hook"})
+WAIT_REASONS = (
+    "global_limit",
+    "class_limit",
+    "agent_busy",
+    "agent_offline",
+    "repository_busy",
+    "behind_plan",
+    "retry_backoff",
+)
 
 
 @dataclass(frozen=True)
@@ -73,7 +94,83 @@ _CLASS_WORDS = {
 
 
 def queue_order(queued: list[Job]) -> list[Job]:
-    return sorted(queued, key=lambda j: (-j.priority, j.order, j.id))
+    return sorted(queued, key=queue_key)
+
+
+def queue_key(job: Job) -> tuple[int, int, str]:
+    """Higher priority first, then first queued first."""
+    return (-job.priority, job.order, job.id)
+
+
+def backing_off(job: Job, now: float) -> bool:
+    return job.not_before is not None and job.not_before > now
+
+
+def reserves(job: Job, online: set[str] | None, now: float) -> bool:
+    """Whether a waiting writer holds its repository: only if it could run, the repository aside."""
+    return job.writes and (online is None or job.agent in online) and not backing_off(job, now)
+
+
+class Holding(Protocol):
+    """What the running jobs hold, and which waiting jobs hold something back; asked per job."""
+
+    per_agent: Counter[str]
+    per_class: Counter[str]
+    writer: dict[str, Job]
+    readers: Counter[str]
+    backup: dict[str, Job]
+
+    @property
+    def total(self) -> int: ...
+
+    def plan_waiter(self, plan_id: str, before: Job) -> Job | None:
+        """The first waiting backup of the plan ahead of `before`."""
+
+    def reserved_by(self, repo: str, before: Job, online: set[str] | None, now: float) -> Job | None:
+        """The first waiting writer ahead of `before` that holds the repository."""
+
+
+@dataclass
+class _Held:
+    """What the jobs running (and started in this round) hold, and what the waiting reserve.
+
+    Filled in queue order by `decide`, so "the first waiting" is always one ahead.
+    """
+
+    total: int = 0
+    per_agent: Counter[str] = field(default_factory=Counter)
+    per_class: Counter[str] = field(default_factory=Counter)
+    writer: dict[str, Job] = field(default_factory=dict)  # repository -> its writer
+    readers: Counter[str] = field(default_factory=Counter)  # repository -> readers
+    backup: dict[str, Job] = field(default_factory=dict)  # plan -> its running backup
+    reserved: dict[str, Job] = field(default_factory=dict)  # repository -> first waiting writer
+    plan_waiters: dict[str, Job] = field(default_factory=dict)  # plan -> first waiting backup
+
+    def plan_waiter(self, plan_id: str, before: Job) -> Job | None:
+        return self.plan_waiters.get(plan_id)
+
+    def reserved_by(self, repo: str, before: Job, online: set[str] | None, now: float) -> Job | None:
+        return self.reserved.get(repo)
+
+    def take(self, job: Job) -> None:
+        self.total += 1
+        self.per_agent[job.agent] += 1
+        if job.job_class:
+            self.per_class[job.job_class] += 1
+        if job.repository_id:
+            if job.writes:
+                self.writer[job.repository_id] = job
+            else:
+                self.readers[job.repository_id] += 1
+        if job.plan_id and job.type == "backup":
+            self.backup[job.plan_id] = job
+
+    def wait(self, job: Job, online: set[str] | None, now: float) -> None:
+        repo = job.repository_id
+        if repo and repo not in self.reserved and reserves(job, online, now):
+            self.reserved[repo] = job
+        if job.plan_id and job.type == "backup":
+            self.plan_waiters.setdefault(job.plan_id, job)
 
 
 def decide(
@@ -83,115 +180,78 @@ def decide(
     online: set[str] | None = None,
     now: float = 0.0,
 ) -> Decision:
-    """Which queued jobs to send now, and why each other one waits.
+    """Which queued jobs to send now, and why each other one waits (after those starts).
 
     `active` are the jobs sent or running; `online` the agents that may take
     work (None: every agent counts as online); `now` is compared with retries'
     `not_before`.
     """
-    total = len(active)
-    per_agent: Counter[str] = Counter(j.agent for j in active)
-    per_class: Counter[str] = Counter(j.job_class for j in active if j.job_class)
-    repo_writer: dict[str, Job] = {j.repository_id: j for j in active if j.repository_id and j.writes}
-    repo_readers: Counter[str] = Counter(j.repository_id for j in active if j.repository_id and not j.writes)
-    plan_busy: dict[str, Job] = {j.plan_id: j for j in active if j.plan_id and j.type == "backup"}
-    reserved_repos: dict[str, Job] = {}  # repository -> the waiting writer that holds it
-    agent_waiters: set[str] = set()
-
+    held = _Held()
+    for job in active:
+        held.take(job)
     start: list[str] = []
-    waiting: dict[str, Waiting] = {}
-    for position, job in enumerate(queue_order(queued), start=1):
-        why = _backing_off(job, now) or _blocked(
-            job,
-            limits,
-            online,
-            total,
-            per_agent,
-            per_class,
-            repo_writer,
-            repo_readers,
-            plan_busy,
-            reserved_repos,
-            agent_waiters,
-        )
-        if why is None:
+    waiting_jobs: list[Job] = []
+    for job in queue_order(queued):
+        if why_blocked(job, held, limits, online, now) is None:
             start.append(job.id)
-            total += 1
-            per_agent[job.agent] += 1
-            if job.job_class:
-                per_class[job.job_class] += 1
-            if job.repository_id:
-                if job.writes:
-                    repo_writer[job.repository_id] = job
-                else:
-                    repo_readers[job.repository_id] += 1
-            if job.plan_id and job.type == "backup":
-                plan_busy[job.plan_id] = job
-            continue
-        reason, detail = why
-        waiting[job.id] = Waiting(reason=reason, detail=detail, position=position)
-        if reason in ("agent_busy", "agent_offline"):
-            agent_waiters.add(job.agent)
-        if job.repository_id and job.writes and job.repository_id not in reserved_repos:
-            reserved_repos[job.repository_id] = job
-        if job.plan_id and job.type == "backup" and job.plan_id not in plan_busy:
-            plan_busy[job.plan_id] = job
+            held.take(job)
+        else:
+            held.wait(job, online, now)
+            waiting_jobs.append(job)
+    # The reasons, against the state after the starts: the same walk, nothing starting.
+    after = _Held()
+    for job in active:
+        after.take(job)
+    for job in queued:
+        if job.id in start:
+            after.take(job)
+    waiting: dict[str, Waiting] = {}
+    for job in waiting_jobs:
+        why = why_blocked(job, after, limits, online, now)
+        assert why is not None, f"{job.id} waits for nothing"  # the state only got busier
+        waiting[job.id] = Waiting(reason=why[0], detail=why[1])
+        after.wait(job, online, now)
     return Decision(start=start, waiting=waiting)
 
 
-def _backing_off(job: Job, now: float) -> tuple[str, str] | None:
-    if job.not_before is not None and job.not_before > now:
-        return "retry_backoff", f"an automatic retry: it may start in {job.not_before - now:.0f}s"
-    return None
-
-
-def _blocked(
-    job: Job,
-    limits: SystemSettings,
-    online: set[str] | None,
-    total: int,
-    per_agent: Counter[str],
-    per_class: Counter[str],
-    repo_writer: dict[str, Job],
-    repo_readers: Counter[str],
-    plan_busy: dict[str, Job],
-    reserved_repos: dict[str, Job],
-    agent_waiters: set[str],
+def why_blocked(
+    job: Job, held: Holding, limits: SystemSettings, online: set[str] | None, now: float
 ) -> tuple[str, str] | None:
-    """(reason, words) when `job` may not start now, else None."""
-    if job.plan_id and job.type == "backup" and job.plan_id in plan_busy:
-        other = plan_busy[job.plan_id]
-        return "behind_plan", f"waits for backup {other.id} of the same plan to finish"
+    """(reason, words) when `job` may not start now, else None: the rules, in the order they apply."""
+    if backing_off(job, now):
+        return "retry_backoff", f"an automatic retry: it may start in {(job.not_before or 0) - now:.0f}s"
+    if job.plan_id and job.type == "backup":
+        other = held.backup.get(job.plan_id) or held.plan_waiter(job.plan_id, job)
+        if other is not None:
+            return "behind_plan", f"waits for backup {other.id} of the same plan to finish"
     if online is not None and job.agent not in online:
         return "agent_offline", f"agent {job.agent} is offline"
-    if job.agent in agent_waiters or per_agent[job.agent] >= limits.agent_slots:
-        return (
-            "agent_busy",
-            f"agent {job.agent} is busy ({per_agent[job.agent]} of {limits.agent_slots} slots in use)",
-        )
+    if held.per_agent[job.agent] >= limits.agent_slots:
+        in_use = held.per_agent[job.agent]
+        return "agent_busy", f"agent {job.agent} is busy ({in_use} of {limits.agent_slots} slots in use)"
     repo = job.repository_id
     if repo:
-        if repo in repo_writer:
-            other = repo_writer[repo]
+        if repo in held.writer:
+            other = held.writer[repo]
             return "repository_busy", f"repository {repo} is busy with job {other.id}, a {other.type}"
-        if job.writes and repo_readers[repo]:
-            return "repository_busy", f"repository {repo} is being read by {repo_readers[repo]} job(s)"
-        if repo in reserved_repos:
-            other = reserved_repos[repo]
+        if job.writes and held.readers[repo]:
+            return "repository_busy", f"repository {repo} is being read by {held.readers[repo]} job(s)"
+        other = held.reserved_by(repo, job, online, now)
+        if other is not None:
             return (
                 "repository_busy",
                 f"repository {repo} is held for job {other.id}, a {other.type} queued earlier",
             )
-    if total >= limits.max_concurrent_jobs:
+    if held.total >= limits.max_concurrent_jobs:
         return (
             "global_limit",
-            f"{total} of {limits.max_concurrent_jobs} jobs are running (max_concurrent_jobs)",
+            f"{held.total} of {limits.max_concurrent_jobs} jobs are running (max_concurrent_jobs)",
         )
     if job.job_class:
         limit = class_limit(limits, job.job_class)
-        if limit is not None and per_class[job.job_class] >= limit:
+        if limit is not None and held.per_class[job.job_class] >= limit:
             return (
                 "class_limit",
-                f"{per_class[job.job_class]} of {limit} {_CLASS_WORDS[job.job_class]} are running",
+                f"{held.per_class[job.job_class]} of {limit} {_CLASS_WORDS[job.job_class]} are running",
             )
     return None

@@ -72,7 +72,7 @@ def stall_timeout(spec: JobSpec | None, limits: SystemSettings) -> float:
 def stalled_jobs(
     views: list[JobView],
     specs: dict[str, JobSpec],
-    progress_at: dict[str, float],
+    activity_at: dict[str, float],
     limits: SystemSettings,
     now: float,
 ) -> list[tuple[JobView, float]]:
@@ -81,7 +81,7 @@ def stalled_jobs(
     for v in views:
         if v.status != JobStatus.RUNNING or v.cancel_requested or v.started_at is None:
             continue
-        last = max(v.started_at.timestamp(), progress_at.get(v.id, 0.0))
+        last = max(v.started_at.timestamp(), activity_at.get(v.id, 0.0))
         silent = now - last
         if silent >= stall_timeout(specs.get(v.id), limits):
             out.append((v, silent))

@@ -9,25 +9,31 @@ import logging
 import os
 from collections.abc import Mapping
 
+import httpx
+from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from services.executor.agent import Agent
+from services.executor.borgs import Borgs, borg_root
 from services.executor.config import ExecutorOptions, options_from_env
+from services.executor.enrolment import Credentials, enrol_early
+from services.executor.exceptions import RelaunchRequested
+from services.executor.fencing import Fence
 from services.executor.heartbeat import beat
 from services.executor.hostinfo import gather_facts
 from services.executor.records import RunningRecords, state_dir
 from services.executor.recovery import Recovery
 from services.executor.runner import RunContext
 from services.executor.secrets import HttpSecretSource, SecretSource
-from shared import bus
+from shared import bus, probes
 from shared.config import Settings, default_data_dir
+from shared.runtime import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
 # nats-py waits up to 30 s for subscriptions to drain; nothing of ours needs that long.
 DRAIN_TIMEOUT_S = 5.0
-CANCEL_AGAIN_S = 0.2
 
 
 async def run(
@@ -50,17 +56,47 @@ async def run(
     environ = os.environ if environ is None else environ
     options = options or options_from_env(environ)
     extra = {"agent": settings.agent}
-    facts = await gather_facts(settings.agent, settings.borg)
+    borg_dir = borg_root(settings.data_dir or default_data_dir(), settings.agent)
+    configured_borg = settings.borg
+    facts = await gather_facts(settings.agent, Borgs(borg_dir, configured_borg, None).executable())
+    borgs = Borgs(borg_dir, configured_borg, facts.borg_version)
     own_secrets = secrets is None  # an injected source belongs to the caller, who closes it
-    secrets = secrets or HttpSecretSource(settings.api_url, settings.token, patience_s=options.secret_patience_s)
-    records = RunningRecords(state_dir(settings.data_dir or default_data_dir(), settings.agent))
+    here = state_dir(settings.data_dir or default_data_dir(), settings.agent)
+    enrolling: asyncio.Task[None] | None = None
+    if secrets is None:
+        http = httpx.AsyncClient(timeout=10.0)
+        credentials = Credentials(settings.api_url, settings.token, settings.agent, here, http)
+        secrets = HttpSecretSource(
+            settings.api_url, None, patience_s=options.secret_patience_s, client=http, credentials=credentials
+        )
+        enrolling = asyncio.create_task(enrol_early(credentials, stop), name="enrol")
+    records = RunningRecords(here)
     previous = await asyncio.to_thread(records.load)
-    try:
-        nc = await bus.connect(settings.nats_url, f"executor-{settings.agent}")
-    except BaseException:
+
+    async def close_secrets() -> None:
+        if enrolling is not None:
+            await cancel_and_wait(enrolling)
         if own_secrets:
             await secrets.aclose()
-        raise
+            if isinstance(secrets, HttpSecretSource):
+                await secrets.client.aclose()
+
+    # An update_agent's new borgflow, once asked for: this run ends in RelaunchRequested.
+    relaunching: list[str] = []
+    relaunch_asked = asyncio.Event()
+
+    def relaunch(exe: str) -> None:
+        relaunching.append(exe)
+        relaunch_asked.set()
+
+    nc: NATS | None = None
+    try:
+        nc = await bus.connect_unless_stopped(settings.nats_url, f"executor-{settings.agent}", stop)
+    finally:
+        if nc is None:  # stopped (or failed) before NATS answered: nothing ran, nothing to report
+            await close_secrets()
+    if nc is None:
+        return
     try:
         js = nc.jetstream()
         ctx = RunContext(
@@ -71,30 +107,46 @@ async def run(
             facts=facts,
             environ=dict(environ),
             records=records,
+            borgs=borgs,
             connected=lambda: nc.is_connected,
+            relaunch=relaunch,
         )
         recovery = Recovery(ctx, previous)
         # Read the previous run's last heartbeat before our first one replaces it.
         await recovery.gather()
-        agent = Agent(ctx, recovery)
+        fence = Fence()
+        agent = Agent(ctx, recovery, fence)
+        # Our consumer exists before our first heartbeat: no dispatcher sends to us before it.
+        await _prepare(agent)
         heart = asyncio.create_task(
-            beat(js, facts, lambda: agent.running, settings.heartbeat_interval_s, stop), name="heartbeat"
+            beat(js, ctx.current_facts, lambda: agent.running, settings.heartbeat_interval_s, stop), name="heartbeat"
         )
-        intake = asyncio.create_task(_recover_then_take_jobs(agent, recovery, stop), name="intake")
+        side = [
+            asyncio.create_task(fence.watch(js), name="fence"),
+            asyncio.create_task(agent.watch_runs(settings.heartbeat_interval_s, stop), name="watch-runs"),
+        ]
+        recovered = asyncio.Event()
+        intake = asyncio.create_task(_recover_then_take_jobs(agent, recovery, stop, recovered), name="intake")
         log.info("executor ready", extra=extra | {"borg_version": facts.borg_version, "host": facts.host})
+
+        def problem() -> str | None:
+            if not nc.is_connected:
+                return "NATS is not connected"
+            return None if recovered.is_set() else "settling the jobs its previous run left"
+
         try:
-            await stop.wait()
+            with probes.registered("executor", problem):
+                await _until_stopped_or_relaunched(stop, relaunch_asked, agent, intake)
         finally:
             # Also when this task is cancelled instead of stopped: borg must not outlive us.
             # Order matters: stop taking jobs first, then interrupt and report the running
             # ones (their outcome events still need the connection), then close it.
             log.info("executor stopping", extra=extra | {"running": agent.running})
-            await _cancel(intake)
+            await cancel_and_wait(intake)
             await agent.shutdown(options.shutdown_timeout_s)
-            await _cancel(heart)
+            await cancel_and_wait(heart, *side)
     finally:
-        if own_secrets:
-            await secrets.aclose()
+        await close_secrets()
         try:
             # Every event we publish was acknowledged already: draining only tidies up.
             await asyncio.wait_for(nc.drain(), DRAIN_TIMEOUT_S)
@@ -103,25 +155,48 @@ async def run(
             with contextlib.suppress(Exception):
                 await nc.close()
     log.info("executor stopped", extra=extra)
+    if relaunching and not stop.is_set():
+        raise RelaunchRequested(relaunching[-1])
 
 
-async def _cancel(task: asyncio.Task[None]) -> None:
-    """Cancel a task and wait for its end, cancelling again if a cancel is lost.
+async def _until_stopped_or_relaunched(
+    stop: asyncio.Event, relaunch: asyncio.Event, agent: Agent, intake: asyncio.Task[None]
+) -> None:
+    """Until `stop`; or, asked to relaunch, until the jobs running here have ended.
 
-    Python 3.11's asyncio.wait_for swallows a cancel that arrives as its result does (in
-    nats-py's fetch: a message arriving just as we stop), and the task then carries on.
+    No new job is taken meanwhile: what the dispatcher sends waits in this agent's durable
+    consumer for the executor it relaunches into. A stop (a signal) while waiting still
+    stops; the next start relaunches then (installs.py), and publishes the recorded outcome.
     """
-    while not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=CANCEL_AGAIN_S)
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    stopping = asyncio.ensure_future(stop.wait())
+    asking = asyncio.ensure_future(relaunch.wait())
+    try:
+        await asyncio.wait({stopping, asking}, return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            return
+        log.info("relaunching once the running jobs have ended", extra={"agent": agent.agent, "running": agent.running})
+        await cancel_and_wait(intake)
+        idle = asyncio.ensure_future(agent.idle())
+        await asyncio.wait({stopping, idle}, return_when=asyncio.FIRST_COMPLETED)
+        idle.cancel()
+    finally:
+        stopping.cancel()
+        asking.cancel()
 
 
-async def _recover_then_take_jobs(agent: Agent, recovery: Recovery, stop: asyncio.Event) -> None:
+async def _prepare(agent: Agent) -> None:
+    # No job stream yet: nothing was ever sent to anyone; the consumer comes with it later.
+    with contextlib.suppress(NotFoundError):
+        await bus.patiently("making the job consumer", agent.prepare)
+
+
+async def _recover_then_take_jobs(
+    agent: Agent, recovery: Recovery, stop: asyncio.Event, recovered: asyncio.Event
+) -> None:
     # No new job before the old ones are settled: a stale lock broken here must not be
     # one a new job of ours has just taken, and the slot of a job still on record is taken.
     await recovery.run()
+    recovered.set()
     await _take_jobs(agent, stop)
 
 

@@ -55,7 +55,9 @@ from shared.events import (
     decode,
     utcnow,
 )
+from shared.jobs import JobView, labels_of
 from shared.streams import AGENTS
+from shared.version import VERSION
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +154,8 @@ class Recovery:
         leftover = Leftover(job_id=job_id, record=record)
         if record is None:
             return leftover
+        if record.outcome is not None and record.type == "update_agent":
+            return leftover  # it ended and asked for this restart: nothing of it runs
         proc = record.process
         if proc is None:
             leftover.what_happened = "it had not started borg yet"
@@ -194,9 +198,7 @@ class Recovery:
             if self._ours_still_running(location):
                 notes.line(f"a borg of ours still runs on {location}: its lock is not broken", level="warning")
                 continue
-            await cleanup.break_stale_lock(
-                self.ctx.settings.borg, location, env, notes, why="the executor restarted while borg ran"
-            )
+            await cleanup.break_lock(self.ctx.borg, location, env, notes, why="the executor restarted while borg ran")
 
     def _ours_still_running(self, location: str) -> bool:
         for record in self.previous.values():
@@ -251,15 +253,19 @@ class Recovery:
         if record is not None and record.outcome is not None:
             # The previous run had decided the outcome but not published it: that is the truth.
             event = record.outcome
-            notes.line("the executor restarted before it could publish the outcome: publishing it now")
+            if record.type == "update_agent":
+                notes.line(f"the executor restarted as borgflow {VERSION}, which this job installed")
+            else:
+                notes.line("the executor restarted before it could publish the outcome: publishing it now")
         else:
-            event = self._failure(leftover, view.type)
+            event = self._failure(leftover, view)
         await self._publish_notes(job_id, notes)
         landed = await transitions.finish(self.ctx.js, event, tail, connected=self.ctx.connected)
         await self.ctx.records.forget(job_id)
         log.warning("settled a job left by the previous run", extra=extra | {"ended": event.type, "landed": landed})
 
-    def _failure(self, leftover: Leftover, job_type: str) -> JobFailed:
+    def _failure(self, leftover: Leftover, view: JobView) -> JobFailed:
+        job_type = view.type
         record = leftover.record
         location = record.location if record is not None and record.location else ""
         hints = HintContext(location=location, agent=self.agent)
@@ -277,6 +283,7 @@ class Recovery:
                 # A backup names the archive it was writing: its retry looks for it first.
                 result=JobResult(archive=archive) if archive else None,
                 error=JobError(kind="executor_restarted", message=message, hint=hint),
+                job=labels_of(view),
             ),
         )
 

@@ -12,6 +12,7 @@ Streams and what is taken from them:
   BORGFLOW_SCHEDULES  schedule.missed                -> schedule.missed
   BORGFLOW_AGENTS     agent.offline                  -> agent.offline
   BORGFLOW_PLANS      plan.overdue, plan.recovered   -> plan.overdue, backup.recovered
+  BORGFLOW_REPOSITORIES  repository.storage_low, .storage_recovered -> the same names
 A successful backup that ends failures (or an overdue) also makes the notifier
 append plan.recovered (recovery.py), which comes back through the plans consumer.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 import asyncpg
 import msgspec
@@ -36,10 +38,12 @@ from services.notifier.domain import (
     plan_overdue_notice,
     plan_recovered_notice,
     schedule_missed_notice,
+    storage_notice,
     targets_for,
+    worth_reading,
 )
 from services.notifier.recovery import ReadModelBehind, overdue_still_true, raise_recovered
-from shared import apprise_targets, bus, db
+from shared import apprise_targets, bus, db, metrics, probes, tracing
 from shared.config import Settings
 from shared.events import (
     AgentOffline,
@@ -48,11 +52,14 @@ from shared.events import (
     Outcome,
     PlanOverdue,
     PlanRecovered,
+    RepositoryStorageLow,
+    RepositoryStorageRecovered,
     ScheduleMissed,
     decode,
 )
 from shared.jobs import JobView, fold
-from shared.streams import AGENTS, JOBS, PLANS, SCHEDULES, ensure_streams
+from shared.runtime import cancel_and_wait, resilient
+from shared.streams import AGENTS, JOBS, PLANS, REPOSITORIES, SCHEDULES, ensure_streams
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +69,7 @@ CONSUMERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (SCHEDULES, ("borgflow.schedules.*.missed",)),
     (AGENTS, ("borgflow.agents.*.offline",)),
     (PLANS, ("borgflow.plans.*.overdue", "borgflow.plans.*.recovered")),
+    (REPOSITORIES, ("borgflow.repositories.*.storage_low", "borgflow.repositories.*.storage_recovered")),
 )
 BATCH = 10
 
@@ -116,6 +124,8 @@ class Notifier:
             return plan_overdue_notice(event.data, self.page_url)
         if isinstance(event, PlanRecovered):
             return plan_recovered_notice(event.data, self.page_url)
+        if isinstance(event, RepositoryStorageLow | RepositoryStorageRecovered):
+            return storage_notice(event.data, isinstance(event, RepositoryStorageLow), self.page_url)
         return None
 
     # ------------------------------------------------------------------ delivering
@@ -130,7 +140,12 @@ class Notifier:
             if t["id"] in done:
                 continue
             await msg.in_progress()  # a slow target must not let the event be redelivered meanwhile
-            error = await apprise_targets.send(t["url"], notice.title, notice.body)
+            # The target's name and id only: its URL may carry a token.
+            attributes = {"borgflow.target_id": t["id"], "borgflow.target": t["name"], "borgflow.event": notice.key}
+            with tracing.tracer().start_as_current_span("notify.target", attributes=attributes) as span:
+                error = await apprise_targets.send(t["url"], notice.title, notice.body)
+                span.set_attribute("borgflow.delivered", error is None)
+            metrics.NOTIFICATIONS.labels(event=notice.key, outcome="failed" if error else "delivered").inc()
             if error and final:
                 error = f"gave up after {msg.metadata.num_delivered} attempts: {error}"
             async with self.pool.acquire() as conn:
@@ -148,11 +163,20 @@ class Notifier:
         if not isinstance(event, JobStarted | Outcome):
             notice = await self.notice(event)
             return notice is None or await self.deliver(msg, event.id, notice, final)
+        outcome = event.type.removeprefix("job.")
+        labels = event.data.job if isinstance(event, Outcome) else None
+        # A success of a backup may end a run of failures (plan.recovered): always read it.
+        may_recover = outcome in ("completed", "warning") and (labels is None or labels.type == "backup")
+        if not may_recover:
+            async with self.pool.acquire() as conn:
+                targets = await store.targets(conn)
+            if not worth_reading(targets, outcome, labels):
+                return True  # nobody listens: the job's history need not be read
         seq = bus.seq_of(msg)
         view = await self.job_as_of(event.job_id or "", seq)
         if view is None:
             return True  # deleted since, or never accepted
-        notice = job_notice(view, event.type.removeprefix("job."), self.page_url)
+        notice = job_notice(view, outcome, self.page_url)
         ok = await self.deliver(msg, event.id, notice, final)
         try:
             await raise_recovered(self.pool, self.js, view, seq, self.options.read_model_wait_s)
@@ -174,7 +198,12 @@ class Notifier:
         backoff = self.options.backoff_s
         final = attempt > len(backoff)
         try:
-            ok = await self.handle(event, msg, final)
+            attributes = {"borgflow.event": event.type, "borgflow.event_id": event.id}
+            if event.job_id:
+                attributes["borgflow.job_id"] = event.job_id
+            parent = tracing.context_of(msg.headers)
+            with tracing.tracer().start_as_current_span("notify", context=parent, attributes=attributes):
+                ok = await self.handle(event, msg, final)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
             # Postgres or NATS briefly away: the event comes back, the ledger skips what was sent.
             log.warning("notification postponed: %s", e, extra={"event_id": event.id})
@@ -203,7 +232,7 @@ class Notifier:
             deliver_policy=DeliverPolicy.NEW,
             ack_wait=self.options.ack_wait_s,
         )
-        async for msgs in bus.batches(sub, batch=BATCH):
+        async for msgs in bus.batches(sub, batch=BATCH, follower=f"notifier-{stream}"):
             for m in msgs:
                 try:
                     await self.on_message(m)
@@ -212,7 +241,7 @@ class Notifier:
 
     async def loop(self, stop: asyncio.Event) -> None:
         tasks = [
-            asyncio.create_task(self.consume(stream, subjects), name=f"notifier-{stream}")
+            asyncio.create_task(resilient(f"notifier-{stream}", partial(self.consume, stream, subjects)))
             for stream, subjects in CONSUMERS
         ]
         waiting = asyncio.ensure_future(stop.wait())
@@ -223,9 +252,7 @@ class Notifier:
                 if error is not None:
                     raise error  # a consumer died: let the service exit and be restarted
         finally:
-            for t in (waiting, *tasks):
-                t.cancel()
-            await asyncio.gather(waiting, *tasks, return_exceptions=True)
+            await cancel_and_wait(waiting, *tasks)
 
 
 async def run(
@@ -240,9 +267,10 @@ async def run(
     nc = await bus.connect(settings.nats_url, "notifier")
     try:
         js = nc.jetstream()
-        await ensure_streams(js)
+        await bus.patiently("creating the streams", lambda: ensure_streams(js, replicas=settings.stream_replicas))
         await asyncio.to_thread(apprise_targets.warm_up)
-        await Notifier(pool, js, settings.page_url, options, after_handled).loop(stop)
+        with probes.registered("notifier", lambda: None if nc.is_connected else "NATS is not connected"):
+            await Notifier(pool, js, settings.page_url, options, after_handled).loop(stop)
     finally:
         await nc.close()
         await pool.close()

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncpg
 
 from shared.tokens import hash_token
+from shared.version import VERSION
 from tests.api.conftest import ADMIN_TOKEN, Client, auth
 
 
 async def test_health_needs_no_token(client: Client) -> None:
     r = await client.get("/api/health", headers={"Authorization": ""})
     assert r.status_code == 200
-    assert r.json() == {"status": "ok"}
+    assert r.json() == {"status": "ok", "version": VERSION}
 
 
 async def test_missing_token_is_401_with_a_clear_detail(client: Client) -> None:

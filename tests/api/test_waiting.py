@@ -1,81 +1,96 @@
-"""Why a queued job waits: the dispatcher's KV map, merged into every job answer."""
+"""Why a queued job waits and where it stands: asked of a real dispatcher for the jobs an answer
+holds, merged into that answer; without a dispatcher, a queued job shows `waiting: null`.
+
+The api is served for real here (uvicorn in the test's event loop): the test client runs the
+app in a thread of its own, whose loop the NATS connection's replies would not wake."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import AsyncIterator
 
 import asyncpg
+import httpx
 import msgspec
+import pytest_asyncio
+from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
-from services.api.waiting import KEY, WaitingBoard, watch
-from shared.events import JobSent, SentData
-from shared.streams import WAITING_BUCKET, ensure_streams
-from tests.api.conftest import Client, advance, make_repository
+from services.api.app import ApiDeps
+from services.api.app import run as run_api
+from services.dispatcher.app import Dispatcher
+from shared import bus
+from shared.config import Settings, SystemSettings
+from shared.events import AgentHeartbeat, HeartbeatData
+from shared.livesettings import put_settings
+from shared.testing import free_port
+from tests.api.conftest import Client, auth, make_repository
 from tests.support.waiting import eventually
 
-REASON = {"reason": "repository_busy", "detail": "repository r1 is busy with job j0, a check", "position": 1}
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def served(settings: Settings, pool: asyncpg.Pool, nc: NATS, js: JetStreamContext) -> AsyncIterator[Client]:
+    port = free_port()
+    stop = asyncio.Event()
+    serving = asyncio.create_task(
+        run_api(msgspec.structs.replace(settings, listen_port=port), stop, ApiDeps(pool=pool, nc=nc))
+    )
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=auth(), timeout=10) as http:
+
+        async def up() -> bool:
+            try:
+                return (await http.get("/api/health")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await eventually(up, what="the api")
+        yield http  # type: ignore[misc]
+    stop.set()
+    await asyncio.wait_for(serving, 10)
 
 
-async def _publish(js: JetStreamContext, waiting: dict[str, Any]) -> None:
-    kv = await js.key_value(WAITING_BUCKET)
-    await kv.put(KEY, msgspec.json.encode({"waiting": waiting}))
+@pytest_asyncio.fixture(loop_scope="session")
+async def dispatcher(js: JetStreamContext) -> AsyncIterator[Dispatcher]:
+    d = Dispatcher(js)
+    stop = asyncio.Event()
+    task = asyncio.create_task(d.loop(stop))
+    yield d
+    stop.set()
+    await asyncio.wait_for(task, 10)
 
 
-async def test_queued_jobs_show_why_they_wait(client: Client, js: JetStreamContext, pool: asyncpg.Pool) -> None:
+async def test_without_a_dispatcher_a_queued_job_shows_no_reason(served: Client) -> None:
+    client = served
     repo = await make_repository(client)
-    first, second = [
+    job = (await client.post("/api/jobs", json={"type": "check", "repository_id": repo["id"]})).json()
+    assert job["status"] == "queued" and job["waiting"] is None
+    assert (await client.get(f"/api/jobs/{job['id']}")).json()["waiting"] is None
+
+
+async def test_queued_jobs_show_why_they_wait_and_where_they_stand(
+    served: Client, js: JetStreamContext, dispatcher: Dispatcher
+) -> None:
+    client = served
+    await put_settings(js, SystemSettings(max_concurrent_jobs=1))
+    await bus.publish(js, AgentHeartbeat(data=HeartbeatData(agent="local", interval_s=3600)))
+    repo = await make_repository(client)
+    ids = [
         (await client.post("/api/jobs", json={"type": "check", "repository_id": repo["id"]})).json()["id"]
-        for _ in range(2)
+        for _ in range(3)
     ]
-    assert (await client.get(f"/api/jobs/{first}")).json()["waiting"] is None
+    offline = (await client.post("/api/jobs", json={"type": "ping", "agent": "elsewhere"})).json()["id"]
 
-    await _publish(js, {first: REASON, "some-other-job": REASON | {"position": 2}})
+    async def sent_first() -> bool:
+        return bool((await client.get(f"/api/jobs/{ids[0]}")).json()["status"] == "sent")
 
-    async def shown() -> bool:
-        return bool((await client.get(f"/api/jobs/{first}")).json()["waiting"] == REASON)
+    await eventually(sent_first, what="the first check sent")
+    second = (await client.get(f"/api/jobs/{ids[1]}")).json()["waiting"]
+    assert second == {"reason": "agent_busy", "detail": "agent local is busy (1 of 1 slots in use)", "position": 1}
+    third = (await client.get(f"/api/jobs/{ids[2]}")).json()["waiting"]
+    assert third["reason"] == "agent_busy" and third["position"] == 2
+    assert (await client.get(f"/api/jobs/{offline}")).json()["waiting"]["reason"] == "agent_offline"
 
-    await eventually(shown, what="the waiting reason in GET /api/jobs/{id}")
     listed = {j["id"]: j["waiting"] for j in (await client.get("/api/jobs")).json()["items"]}
-    assert listed == {first: REASON, second: None}
-    queued = {j["id"]: j["waiting"] for j in (await client.get("/api/queue")).json()["queued"]}
-    assert queued == {first: REASON, second: None}
-
-    # Only a queued job waits: once sent, the stale entry is not shown.
-    await advance(js, pool, first, JobSent(job_id=first, data=SentData(agent="local")))
-    assert (await client.get(f"/api/jobs/{first}")).json()["waiting"] is None
-    assert all(j["waiting"] is None for j in (await client.get("/api/queue")).json()["queued"])
-
-    await _publish(js, {second: REASON})
-
-    async def moved() -> bool:
-        return bool((await client.get(f"/api/jobs/{second}")).json()["waiting"] == REASON)
-
-    await eventually(moved, what="the new map")
-
-
-async def test_watch_starts_empty_without_a_bucket_and_picks_it_up(js: JetStreamContext) -> None:
-    await js.delete_key_value(WAITING_BUCKET)
-    board = WaitingBoard()
-    task = asyncio.create_task(watch(js, board, retry_s=0.05))
-    try:
-        await ensure_streams(js)  # the bucket appears (as when the dispatcher starts)
-        await _publish(js, {"j1": REASON})
-
-        async def seen() -> bool:
-            return "j1" in board.reasons
-
-        await eventually(seen, what="the map once the bucket exists")
-        assert msgspec.to_builtins(board.reasons["j1"]) == REASON
-
-        kv = await js.key_value(WAITING_BUCKET)
-        await kv.put(KEY, b"not json")
-
-        async def cleared() -> bool:
-            return board.reasons == {}
-
-        await eventually(cleared, what="an unreadable map read as empty")
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    assert listed[ids[0]] is None and listed[ids[1]] == second and listed[ids[2]] == third
+    queue = {j["id"]: j["waiting"] for j in (await client.get("/api/queue")).json()["queued"]}
+    assert queue[ids[1]] == second and queue[ids[0]] is None  # sent: it waits for nothing

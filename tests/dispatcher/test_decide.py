@@ -21,7 +21,7 @@ def test_fifo_within_the_global_limit() -> None:
     queued = [job(i, agent=f"a{i}", repo=f"r{i}") for i in range(6)]
     d = decide(queued, [], SystemSettings(max_concurrent_jobs=4))
     assert d.start == ["j000", "j001", "j002", "j003"]
-    assert d.waiting["j004"].reason == "global_limit" and d.waiting["j004"].position == 5
+    assert d.waiting["j004"].reason == "global_limit" and d.waiting["j004"].detail.startswith("4 of 4 jobs")
 
 
 def test_priority_goes_first() -> None:
@@ -73,6 +73,31 @@ def test_behind_plan_and_class_limits() -> None:
 def test_offline_agent() -> None:
     d = decide([job(1, agent="gone", repo="r")], [], LIMITS, online={"local"})
     assert d.start == [] and d.waiting["j001"].reason == "agent_offline"
+
+
+def test_a_writer_that_cannot_run_does_not_hold_its_repository() -> None:
+    """A backup waiting for an offline (or never seen) agent, or for its retry backoff, must not
+    keep a backup of the same repository on a live agent waiting for ever."""
+    for blocked_writer in (
+        job(1, agent="gone", repo="r"),  # its agent is offline
+        job(1, agent="a1", repo="r", not_before=100.0),  # backing off
+    ):
+        live = job(2, agent="a2", repo="r")
+        d = decide([blocked_writer, live], [], LIMITS, online={"a1", "a2"}, now=10.0)
+        assert d.start == ["j002"], d.waiting
+    # A writer that could run, but waits for its busy agent, still holds the repository.
+    busy = decide([job(1, agent="a1", repo="r"), job(2, agent="a2", repo="r")], [job(0, agent="a1")], LIMITS)
+    assert busy.start == [] and "held for job j001" in busy.waiting["j002"].detail
+
+
+def test_reasons_are_said_after_the_round() -> None:
+    """A job held back by its class limit is told about the agent that filled up after it."""
+    limits = SystemSettings(agent_slots=1, max_concurrent_manual_backups=1, max_concurrent_jobs=5)
+    active = [job(0, agent="b", repo="r0")]  # a manual backup running elsewhere
+    queued = [job(1, agent="a", repo="r1"), job(2, agent="a", repo="r2", type_="check")]
+    d = decide(queued, active, limits)
+    assert d.start == ["j002"]
+    assert d.waiting["j001"].reason == "agent_busy"  # not class_limit: the agent is what it waits for now
 
 
 # --------------------------------------------------------------------------- properties

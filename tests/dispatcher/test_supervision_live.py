@@ -6,16 +6,14 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
-import msgspec
 import pytest_asyncio
 from nats.js import JetStreamContext
 
 from services.dispatcher.app import Dispatcher
-from shared import bus
+from shared import bus, waiting
 from shared import events as ev
 from shared.config import SystemSettings
 from shared.livesettings import put_settings
-from shared.streams import WAITING_BUCKET
 from tests.support.events import spec
 from tests.support.waiting import eventually
 
@@ -121,12 +119,13 @@ async def test_an_unacknowledged_send_goes_back_to_the_queue_and_waiting_is_publ
     await bus.publish(js, ev.JobQueued(job_id=lonely.id, data=lonely))
 
     async def reason() -> str | None:
-        kv = await js.key_value(WAITING_BUCKET)
-        entry = await kv.get("queue")
-        waiting = msgspec.json.decode(entry.value or b"{}").get("waiting", {})
-        return waiting.get(lonely.id, {}).get("reason")
+        found = await waiting.ask(bus.nc_of(js), [lonely.id, job.id])
+        return found[lonely.id].reason if lonely.id in found else None
 
     assert await eventually(reason, what="the waiting reason") == "agent_offline"
+    # Asked, the dispatcher says where each queued job stands too.
+    found = await waiting.ask(bus.nc_of(js), [lonely.id])
+    assert found[lonely.id].position is not None
 
 
 async def _is(js: JetStreamContext, job_id: str, want: str) -> bool:

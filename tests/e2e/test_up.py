@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import stat
-import tempfile
 from pathlib import Path
 
 import pytest
 
-from tests.support.upsystem import UpSystem, borg_list, make_source
+from tests.support.upsystem import UpSystem, borg_list, data_dir, make_source
 
 pytestmark = pytest.mark.slow
 
@@ -17,7 +16,7 @@ PASSPHRASE = "e2e-very-secret-passphrase"
 
 def test_init_backup_restart(tmp_path: Path) -> None:
     # Its own temp dir: the embedded Postgres runs as another user that must reach it.
-    data = Path(tempfile.mkdtemp(prefix="bf-e2e-"))
+    data = data_dir()
     system = UpSystem(data, tmp_path).start()
     try:
         env_file = data / "borgflow.env"
@@ -25,6 +24,10 @@ def test_init_backup_restart(tmp_path: Path) -> None:
         env = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
         assert {"BORGFLOW_NATS_URL", "BORGFLOW_DATABASE_URL", "BORGFLOW_API_URL", "BORGFLOW_TOKEN"} <= set(env)
         assert (data / "admin-token").read_text().strip() == system.token
+        # The key of secrets at rest: made by `up`, for the api alone, never in borgflow.env.
+        key = data / "secret-key"
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+        assert not set(key.read_text().split()) & set(env_file.read_text().replace("=", " ").split())
 
         repo_path = tmp_path / "repo"
         repo = system.ok(

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,23 @@ import httpx
 from shared.testing import GaveUp, free_port, wait_until
 
 TERMINAL = ("completed", "warning", "failed", "cancelled")
+
+_DATA_DIRS: list[Path] = []
+
+
+def data_dir(prefix: str = "bf-e2e-") -> Path:
+    """A data dir for `borgflow up`, removed when the test session ends (tests/conftest.py).
+
+    Outside pytest's tmp: the embedded Postgres runs as another user that must reach it.
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    _DATA_DIRS.append(path)
+    return path
+
+
+def remove_data_dirs() -> None:
+    while _DATA_DIRS:
+        shutil.rmtree(_DATA_DIRS.pop(), ignore_errors=True)
 
 
 def borgflow_exe() -> str:
@@ -36,8 +55,8 @@ class UpSystem:
         self.log = work / f"up-{self.port}.log"
         self.http = httpx.Client(base_url=self.base, headers={"Authorization": f"Bearer {token}"}, timeout=30)
 
-    def start(self, timeout: float = 120) -> UpSystem:
-        env = dict(os.environ, BORGFLOW_ADMIN_TOKEN=self.token)
+    def start(self, timeout: float = 120, **extra_env: str) -> UpSystem:
+        env = dict(os.environ, BORGFLOW_ADMIN_TOKEN=self.token, **extra_env)
         out = self.log.open("wb")
         self.proc = subprocess.Popen(
             [borgflow_exe(), "up", "--listen", f"127.0.0.1:{self.port}", "--data-dir", str(self.data_dir)],
@@ -57,6 +76,8 @@ class UpSystem:
         try:
             wait_until(healthy, timeout, "borgflow up", interval=0.2)
         except TimeoutError:
+            # Never healthy: no test will stop it, so it is stopped here rather than left running.
+            self.stop()
             raise AssertionError(f"not healthy: {self.log.read_text()[-3000:]}") from None
         return self
 

@@ -16,8 +16,8 @@ from shared import readmodel
 from shared.jobs import JobView
 
 
-def _views(board: WaitingBoard, docs: list[dict[str, Any]]) -> list[JobView]:
-    return board.merge_all([readmodel.view_of(d) for d in docs])
+async def _views(board: WaitingBoard, docs: list[dict[str, Any]]) -> list[JobView]:
+    return await board.merge_all([readmodel.view_of(d) for d in docs])
 
 
 class QueueController(Controller):
@@ -27,7 +27,7 @@ class QueueController(Controller):
     @get(opt={"permission": READ}, cache=False)
     async def summary(self, rt: Runtime, principal: Principal, consistent: bool = False) -> QueueSummary:
         """Counts over the last 24 hours (and the 24 before), running, recent (25) and queued jobs
-        (of the token's project, for a token limited to one).
+        (of the token's project, for a token limited to one), and every job by status (`by_status`).
 
         `consistent=true`: first wait (up to a second) until the answer holds every job event
         appended before the request (the pages subscribe to the events, then read).
@@ -35,8 +35,9 @@ class QueueController(Controller):
         if consistent:
             await consistency.wait_for_projection(rt)
         project = project_scope(principal)
-        counts, running, recent, waiting = await asyncio.gather(
+        counts, by_status, running, recent, waiting = await asyncio.gather(
             queries.queue_counts(rt.pool, project),
+            queries.status_counts(rt.pool, project),
             queries.running_jobs(rt.pool, project),
             queries.recent_jobs(rt.pool, project=project),
             queries.waiting_jobs(rt.pool, project=project),
@@ -48,7 +49,8 @@ class QueueController(Controller):
             completed_prev_24h=counts["completed_prev_24h"],
             failed_24h=counts["failed_24h"],
             avg_duration_s_last_50=None if avg is None else round(float(avg), 3),
-            in_progress=_views(rt.waiting, running),
-            recent=_views(rt.waiting, recent),
-            queued=_views(rt.waiting, waiting),
+            in_progress=[readmodel.view_of(d) for d in running],
+            recent=[readmodel.view_of(d) for d in recent],
+            queued=await _views(rt.waiting, waiting),
+            by_status=by_status,
         )
