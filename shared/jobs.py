@@ -22,6 +22,7 @@ from shared.events import (
     JobError,
     JobEvent,
     JobFailed,
+    JobLabels,
     JobQueued,
     JobRequeued,
     JobResult,
@@ -103,6 +104,9 @@ class JobView(msgspec.Struct, frozen=True, kw_only=True):
     pid: int | None = None
     pid_started_at: float | None = None
     borg_version: str | None = None
+    log_note: str | None = None
+    """Why the finished job's log is not kept (log_save_policy, retention, size cap); only
+    GET /api/jobs/{id} says, null elsewhere and while the log is there."""
     # Stream sequence of the last event applied: the compare-and-set token for the
     # next transition, and what makes a redelivered event a no-op.
     last_seq: int = 0
@@ -190,6 +194,19 @@ def fold(events: list[tuple[JobEvent, int]]) -> JobView | None:
         except InvalidTransition:
             continue
     return view
+
+
+def labels_of(view: JobView) -> JobLabels:
+    """The names a terminal event carries (see JobLabels)."""
+    return JobLabels(
+        type=view.type,
+        agent=view.agent,
+        project=view.project,
+        plan_id=view.plan_id,
+        plan_name=view.plan_name,
+        repository_id=view.repository_id,
+        repository_name=view.repository_name,
+    )
 
 
 def with_progress(view: JobView, progress: Progress) -> JobView:

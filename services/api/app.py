@@ -14,13 +14,15 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
-from services.api import auth, nul_guard, queries, system_settings, waiting, ws_close
+from services.api import answers, auth, nul_guard, queries, system_settings, ws_close
+from services.api.controllers import health
 from services.api.controllers.agents import AgentController
 from services.api.controllers.calendar import CalendarController
 from services.api.controllers.events import EventController
 from services.api.controllers.health import HealthController
 from services.api.controllers.jobs import JobController
 from services.api.controllers.logs import LogController
+from services.api.controllers.metrics import MetricsController, count_jobs
 from services.api.controllers.notifications import NotificationController
 from services.api.controllers.pages import PageController, static_files
 from services.api.controllers.plans import PlanController
@@ -28,10 +30,15 @@ from services.api.controllers.queue import QueueController
 from services.api.controllers.repositories import RepositoryController
 from services.api.controllers.schedules import ScheduleController
 from services.api.controllers.settings import SettingsController
-from services.api.controllers.tokens import TokenController
+from services.api.controllers.timings import TimingsController
+from services.api.controllers.tokens import EnrolController, TokenController
 from services.api.errors import EXCEPTION_HANDLERS
+from services.api.limits import body
+from services.api.limits.throttle import AuthThrottle
+from services.api.limits.websockets import SocketLimit, SocketSlots
 from services.api.runtime import ApiDeps, Runtime, runtime_of
-from shared import bus, db
+from services.api.waiting import WaitingBoard
+from shared import bus, db, metrics, probes, secretkeys, secretrows
 from shared.config import Settings
 from shared.streams import JOBS
 
@@ -39,33 +46,38 @@ log = logging.getLogger(__name__)
 
 __all__ = ["ApiDeps", "create_app", "run"]
 
-# How long a side task has to end once cancelled before it is asked again (a library
-# may swallow a cancellation: asyncio.wait_for in Python 3.11 can).
-CANCEL_RETRY_S = 1.0
-
 
 async def start(settings: Settings, deps: ApiDeps | None) -> Runtime:
     """Connect (unless given connections), then prepare what every request relies on."""
+    keys = secretkeys.for_process(settings)
     if deps is None:
         pool = await db.create_pool(settings.database_url)
         try:
             async with queries.connection(pool) as conn:
-                await db.migrate(conn)
+                await db.migrate(conn, secretrows.migration_steps(keys))
             nc = await bus.connect(settings.nats_url, "borgflow-api")
         except BaseException:
             await pool.close()
             raise
     else:
         pool, nc = deps.pool, deps.nc
-    rt = Runtime(settings=settings, pool=pool, nc=nc, js=nc.jetstream(), owns_connections=deps is None)
+    rt = Runtime(
+        settings=settings, pool=pool, nc=nc, js=nc.jetstream(), owns_connections=deps is None, secret_keys=keys
+    )
     try:
+        async with queries.connection(pool) as conn:
+            await secretrows.check_keys(conn, keys)
         # Postgres owns the settings: stream limits and a fresh (or stale) KV bucket get them now.
-        await system_settings.publish(rt.js, await system_settings.load(pool))
+        await system_settings.publish(rt.js, await system_settings.load(pool), settings.stream_replicas)
         if settings.admin_token:
             await auth.ensure_admin_token(pool, settings.admin_token)
+        if settings.join_token:
+            await auth.ensure_join_token(pool, settings.join_token)
         info = await rt.js.stream_info(JOBS)
         rt.start_seq = int(info.state.last_seq or 0)
-        rt.waiting_task = asyncio.create_task(waiting.watch(rt.js, rt.waiting), name="api-waiting-watch")
+        rt.waiting = WaitingBoard(nc)
+        probes.register("api", lambda: health.waiting_for(rt))
+        metrics.before_scrape("api-jobs", lambda: count_jobs(rt))
     except BaseException:
         await stop(rt)
         raise
@@ -73,19 +85,10 @@ async def start(settings: Settings, deps: ApiDeps | None) -> Runtime:
     return rt
 
 
-async def _cancel(task: asyncio.Task[None]) -> None:
-    """Cancel `task` and wait for its end, asking again if a library swallowed the request."""
-    while not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=CANCEL_RETRY_S)
-    if not task.cancelled() and task.exception() is not None:
-        log.error("%s failed", task.get_name(), exc_info=task.exception())
-
-
 async def stop(rt: Runtime) -> None:
     """Stop the side tasks, then close what `start` opened itself; given connections belong to the caller."""
-    if rt.waiting_task is not None:
-        await _cancel(rt.waiting_task)
+    probes.register("api", lambda: "stopping")
+    metrics.before_scrape("api-jobs", None)
     if rt.owns_connections:
         with contextlib.suppress(Exception):
             await rt.nc.drain()
@@ -104,9 +107,10 @@ def create_app(settings: Settings, deps: ApiDeps | None = None) -> Litestar:
         finally:
             await stop(rt)
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             HealthController,
+            MetricsController,
             RepositoryController,
             PlanController,
             JobController,
@@ -117,8 +121,10 @@ def create_app(settings: Settings, deps: ApiDeps | None = None) -> Litestar:
             EventController,
             ScheduleController,
             CalendarController,
+            TimingsController,
             NotificationController,
             TokenController,
+            EnrolController,
             PageController,
             static_files(),
         ],
@@ -127,20 +133,33 @@ def create_app(settings: Settings, deps: ApiDeps | None = None) -> Litestar:
             "rt": Provide(runtime_of, sync_to_thread=False),
             "principal": Provide(auth.principal_of, sync_to_thread=False),
         },
-        middleware=[DefineMiddleware(auth.TokenAuthMiddleware, exclude=[f"^{p}" for p in auth.PUBLIC_PATHS])],
+        middleware=[
+            DefineMiddleware(
+                auth.TokenAuthMiddleware,
+                throttle=AuthThrottle(settings.auth_failures_per_minute),
+                exclude=[f"^{p}" for p in auth.PUBLIC_PATHS],
+            ),
+            # After authentication: it counts sockets by the token that opened them.
+            SocketLimit(SocketSlots(settings.max_sockets_per_token)),
+        ],
         guards=[auth.authorize],
         before_request=nul_guard.refuse_nul,
-        exception_handlers=EXCEPTION_HANDLERS,
+        exception_handlers={**EXCEPTION_HANDLERS, 413: body.too_large},
+        request_max_body_size=settings.max_body_bytes,
         # The process configures logging (`borgflow up` runs several services in one).
         logging_config=None,
         openapi_config=OpenAPIConfig(
             title="borgflow",
             version="1",
             path="/schema",
+            use_handler_docstrings=True,
             components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}),
             security=[{"bearer": []}],
         ),
     )
+    answers.document(app.routes, auth.PUBLIC_PATHS)
+    answers.link(app.openapi_schema)
+    return app
 
 
 class _Server(uvicorn.Server):

@@ -12,13 +12,14 @@ import re
 from typing import Any
 
 import nats.errors
+import nats.js.errors
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
 
 from shared import db
 from shared.exceptions import BorgflowError
-from shared.submit import InvalidRequest, Rejected
+from shared.submit import InvalidRequest, Rejected, readable_problem
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,10 @@ class Invalid(ApiError):
 
 class NotFound(ApiError):
     status = 404
+
+
+class Forbidden(ApiError):
+    status = 403
 
 
 class Conflict(ApiError):
@@ -83,7 +88,7 @@ def _validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response
         return _answer(400, str(exc.detail), "body")
     first = items[0] if isinstance(items[0], dict) else {}
     field = _field_of(first)
-    message = str(first.get("message") or "invalid value")
+    message = readable_problem(field, str(first.get("message") or "invalid value"))
     if field == "body" and message == "'data'":
         return _answer(400, "a JSON body is required", "body")
     return _answer(400, f"{field}: {message}", field)
@@ -130,12 +135,17 @@ def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[
 
 
 def _nats_away(exc: BaseException) -> bool:
+    """NATS down, reconnecting, or (on a cluster) electing a stream's leader."""
     return isinstance(
         exc,
         nats.errors.ConnectionClosedError
         | nats.errors.NoRespondersError
         | nats.errors.TimeoutError
-        | nats.errors.ConnectionReconnectingError,
+        | nats.errors.ConnectionReconnectingError
+        | nats.errors.StaleConnectionError
+        | nats.js.errors.ServiceUnavailableError
+        | nats.js.errors.NoStreamResponseError
+        | TimeoutError,
     )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -11,8 +10,10 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from services.api.job_projects import ProjectCache
+from services.api.token_cache import TokenCache
 from services.api.waiting import WaitingBoard
 from shared.config import Settings
+from shared.secretkeys import KeySource
 
 
 @dataclass
@@ -37,11 +38,14 @@ class Runtime:
     caught_up: bool = False
     # Whether `stop` closes pool and NATS (the api opened them) or leaves them to the caller.
     owns_connections: bool = True
-    # Why queued jobs wait, as the dispatcher last published it; kept current by `waiting_task`.
+    # Why queued jobs wait: asked of the dispatcher for the jobs of each answer.
     waiting: WaitingBoard = field(default_factory=WaitingBoard)
-    waiting_task: asyncio.Task[None] | None = None
     # Which project each job belongs to, for filtering websocket events (services/api/job_projects.py).
     projects: ProjectCache = field(default_factory=ProjectCache)
+    # Tokens looked up a moment ago (services/api/token_cache.py): no query per request.
+    tokens: TokenCache = field(default_factory=TokenCache)
+    # The keys of secrets at rest (shared/secretkeys.py); a runtime built without them has none.
+    secret_keys: KeySource = field(default_factory=KeySource.unset)
 
 
 def runtime_of(state: State) -> Runtime:

@@ -3,25 +3,21 @@
 borg answers the first SIGINT by writing a checkpoint archive (`NAME.checkpoint`, hidden
 from a plain `borg list`) and a later one may add `NAME.checkpoint.1`, .... They are
 listed and deleted here. A borg that had to be SIGKILLed leaves its lock behind; on a
-local repository nobody else can be using it (the dispatcher runs one writing job per
-repository, and this one is still running), so the lock is broken. On a remote one the
-lock belongs to the `borg serve` on the server, which may outlive our ssh and still be
-writing: it is never broken automatically, a hint says how. A restarted executor
-(recovery.py) breaks the lock its dead borg left the same way, once no borg of ours runs
-on the repository and no live process holds the lock.
+local repository it is broken only while no holder may still be at work (locks.py): the
+dispatcher runs one job per repository, but a person's own `borg list` or a borg on
+another host sharing the filesystem holds the same lock, and `borg break-lock` would
+remove their entries too. On a remote one the lock belongs to the `borg serve` on the
+server, which may outlive our ssh and still be writing: it is never broken
+automatically, a hint says how. A restarted executor (recovery.py) breaks the lock its
+dead borg left the same way, once no borg of ours runs on the repository.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import os
-import re
 from collections.abc import Sequence
-from pathlib import Path
 
-from services.executor import commands, processes
+from services.executor import commands, locks, processes
 from services.executor.borgproc import BorgUnavailable, Output, Tracker, run_captured
 from services.executor.parse import LogEntry
 
@@ -55,6 +51,15 @@ async def break_lock(
     tracker: Tracker | None = None,
     why: str = "borg was killed",
 ) -> None:
+    """Break the lock a dead borg of ours left on a local repository, unless a holder may still be at work.
+
+    Call it only once no borg of ours runs on the repository any more. `borg break-lock`
+    removes every holder, so it runs only when every holder named in the lock files is
+    a dead process on this host: a reader that came meanwhile (a person's `borg list`,
+    a check) keeps its shared lock, and a holder on another host (a shared filesystem)
+    cannot be checked from here. A stale entry of ours left beside a live holder is
+    removed by borg itself when it next takes the lock on this host.
+    """
     if not commands.is_local(location):
         out.line(
             f"{why}: the lock on the remote repository {location} is not broken automatically, "
@@ -64,6 +69,23 @@ async def break_lock(
             source="executor",
         )
         return
+    locked, holders = await asyncio.to_thread(locks.read, location)
+    if not locked:
+        out.line(f"{why}: no lock left on {location}", source="executor")
+        return
+    host_id = await asyncio.to_thread(locks.borg_host_id, env)
+    live = locks.may_be_live(holders, host_id=host_id, running=processes.pid_running)
+    if live:
+        out.line(
+            f"{why}: the lock on {location} is also held by "
+            f"{', '.join(h.describe() for h in live)}, which may still run: not broken "
+            "(borg removes a dead process's entry itself the next time it takes the lock)",
+            level="warning",
+            source="executor",
+        )
+        return
+    # A reader that comes between this read and borg's (its start-up, ~0.4 s) still loses
+    # its entry: borg has no break-lock that spares live holders, so the window stays small.
     try:
         done = await run_captured(commands.break_lock_command(borg, location), env, TIMEOUT_S, tracker)
     except BorgUnavailable as e:
@@ -75,53 +97,10 @@ async def break_lock(
         out.line(f"`borg break-lock {location}` exited with {done.code}", level="warning", source="executor")
 
 
-async def break_stale_lock(borg: str, location: str, env: dict[str, str], out: Output, *, why: str) -> None:
-    """Break the lock a dead borg of ours left on a local repository, unless someone live holds it.
-
-    Call it only once no borg of ours runs on the repository any more. A lock whose
-    holder (named in borg's lock files) still runs on this machine belongs to someone
-    else, a person's own borg say: it is left alone.
-    """
-    if not commands.is_local(location):
-        await break_lock(borg, location, env, out, why=why)
-        return
-    locked, holders = await asyncio.to_thread(lock_holders, location)
-    if not locked:
-        out.line(f"no lock left on {location}", source="executor")
-        return
-    live = sorted(pid for pid in holders if processes.pid_running(pid))
-    if live:
-        out.line(
-            f"the lock on {location} is held by pid {', '.join(map(str, live))}, which still runs: not broken",
-            level="warning",
-            source="executor",
-        )
-        return
-    await break_lock(borg, location, env, out, why=why)
-
-
-# borg 1.x names a lock holder `<host id>.<pid>-<thread id in hex>` (a file in
-# lock.exclusive/) and lists holders as [host id, pid, thread id] in lock.roster.
-_HOLDER = re.compile(r"\.(\d+)-[0-9a-f]+$")
-
-
 def lock_holders(location: str) -> tuple[bool, set[int]]:
     """Whether a local repository is locked, and the pids its lock files name."""
-    repo = Path(location.removeprefix("file://"))
-    exclusive, roster = repo / "lock.exclusive", repo / "lock.roster"
-    locked = exclusive.exists() or roster.exists()
-    pids: set[int] = set()
-    with contextlib.suppress(OSError):
-        for name in os.listdir(exclusive):
-            if match := _HOLDER.search(name):
-                pids.add(int(match.group(1)))
-    with contextlib.suppress(OSError, ValueError):
-        doc = json.loads(roster.read_text())
-        for entries in doc.values() if isinstance(doc, dict) else ():
-            for entry in entries if isinstance(entries, list) else ():
-                if isinstance(entry, list) and len(entry) == 3 and isinstance(entry[1], int):
-                    pids.add(entry[1])
-    return locked, pids
+    locked, holders = locks.read(location)
+    return locked, {h.pid for h in holders}
 
 
 async def delete_checkpoints(

@@ -25,17 +25,19 @@ from typing import Protocol
 
 import asyncpg
 import msgspec
+from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from services.scheduler import store, watch
 from services.scheduler.store import ScheduleRow
 from services.scheduler.timing import Due, due
-from shared import bus, db, ids
+from shared import bus, db, ids, metrics, probes, tracing
 from shared.config import Settings
 from shared.cron import BadSchedule
 from shared.events import ScheduleFired, ScheduleFireData, ScheduleMissed, decode
 from shared.lease import Lease
+from shared.runtime import resilient
 from shared.streams import SCHEDULES, ensure_streams
 from shared.submit import InvalidRequest, Origin, Rejected, parse_request, submit
 
@@ -72,10 +74,18 @@ def fire_job_id(schedule_id: str, fire: datetime) -> str:
 
 class Scheduler:
     def __init__(
-        self, pool: asyncpg.Pool, js: JetStreamContext, clock: Clock, on_queued: OnQueued | None = None
+        self,
+        pool: asyncpg.Pool,
+        js: JetStreamContext,
+        clock: Clock,
+        on_queued: OnQueued | None = None,
+        *,
+        nc: NATS | None = None,
     ) -> None:
         self.pool = pool
         self.js = js
+        self.nc = nc
+        """Where the dispatcher says why queued jobs wait (watch.fail_stale_checks)."""
         self.clock = clock
         self.changed = asyncio.Event()
         # Called with the job id right after a fire time's job is appended, before the
@@ -94,6 +104,13 @@ class Scheduler:
 
     async def fire(self, s: ScheduleRow, at: datetime) -> str | None:
         """Queue the job of fire time `at`; its id, or None when the queue rules refused it."""
+        attributes = {"borgflow.schedule_id": s.id, "borgflow.fire_at": at.isoformat()}
+        with tracing.tracer().start_as_current_span("schedule.fire", attributes=attributes):
+            job_id = await self._fire(s, at)
+        metrics.SCHEDULE_FIRES.labels(outcome="queued" if job_id else "refused").inc()
+        return job_id
+
+    async def _fire(self, s: ScheduleRow, at: datetime) -> str | None:
         job_id = fire_job_id(s.id, at)
         if await bus.last_job_seq(self.js, job_id) > 0:
             # Queued already: by another instance, or by us before a restart (which may
@@ -171,7 +188,7 @@ class Scheduler:
         wake = [now + TICK]
         if nxt is not None:
             wake.append(nxt)
-        await watch.fail_stale_checks(self.pool, self.js, now)
+        await watch.fail_stale_checks(self.pool, self.js, now, self.nc)
         deadline = await watch.raise_overdue(self.pool, self.js, now)
         if deadline is not None:
             wake.append(deadline)
@@ -217,12 +234,19 @@ async def run(
     nc = await bus.connect(settings.nats_url, "scheduler")
     try:
         js = nc.jetstream()
-        await ensure_streams(js)
+        await bus.patiently("creating the streams", lambda: ensure_streams(js, replicas=settings.stream_replicas))
         listener = await db.connect(settings.database_url)
         lease = Lease(js, "scheduler")
-        keeper = asyncio.create_task(lease.keep(stop), name="scheduler-lease")
+        keeper = asyncio.create_task(resilient("scheduler-lease", lambda: lease.keep(stop)), name="scheduler-lease")
+
+        def problem() -> str | None:
+            if not nc.is_connected:
+                return "NATS is not connected"
+            return "the Postgres connection it listens on is closed" if listener.is_closed() else None
+
         try:
-            await Scheduler(pool, js, clock or RealClock(), on_queued).loop(stop, listener, lease)
+            with probes.registered("scheduler", problem):
+                await Scheduler(pool, js, clock or RealClock(), on_queued, nc=nc).loop(stop, listener, lease)
         finally:
             if not stop.is_set():  # cancelled, or the loop failed: the keeper would renew forever
                 keeper.cancel()

@@ -5,11 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from shared.events import JobError
+from shared.events import JobError, JobStatus
+from shared.jobs import Waiting
 
 # A scheduled check that could have started for this long but did not is failed, so
 # it stops holding a scheduled-check slot and someone hears about it.
 STALE_CHECK_AFTER = timedelta(minutes=15)
+# The dispatcher's waiting reasons (services/dispatcher/domain.py) that mean room other
+# jobs take: an agent slot, the global limit, its class's limit. Those jobs may be
+# another repository's backups of hours; the check starts when they end.
+WAITING_FOR_ROOM = frozenset({"agent_busy", "global_limit", "class_limit"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -26,16 +31,33 @@ class WaitingCheck:
     """When the last job that ran on the repository finished."""
     not_before: datetime | None = None
     """An automatic retry may not start before then (its backoff)."""
+    status: JobStatus = JobStatus.QUEUED
+    sent_at: datetime | None = None
+    """When it was sent to its agent, if it is `sent`."""
+    waiting: Waiting | None = None
+    """Why the dispatcher says it waits, if queued; None when no dispatcher said (or it may start now)."""
 
 
 def idle_since(check: WaitingCheck) -> datetime:
     """Since when the check could have started: its queueing, the end of its retry backoff,
-    or the repository's last job ending, whichever came last."""
-    return max(t for t in (check.created_at, check.not_before, check.repository_last_end) if t is not None)
+    the repository's last job ending, or its sending to the agent, whichever came last."""
+    sent = check.sent_at if check.status == JobStatus.SENT else None
+    return max(t for t in (check.created_at, check.not_before, check.repository_last_end, sent) if t is not None)
 
 
 def is_stale(check: WaitingCheck, now: datetime, after: timedelta = STALE_CHECK_AFTER) -> bool:
-    """Waited `after` without starting while nothing ran on its repository."""
+    """Waited `after` without starting, for nothing but its own repository or its agent, while nothing ran there.
+
+    A queued check is judged on the dispatcher's word. Waiting for room other jobs take
+    (WAITING_FOR_ROOM: its agent busy with another repository's backup, say) it is not
+    stuck and is never given up. Without a word (no dispatcher answered, or it may start
+    now) it is not judged this time. Waiting for its agent to come back, for its own
+    repository (a job there, an earlier writer, an earlier backup of its plan) or out its
+    retry backoff, it is given up once nothing ran on its repository for `after`. A sent
+    check is given up when its agent did not start it within `after`.
+    """
+    if check.status == JobStatus.QUEUED and (check.waiting is None or check.waiting.reason in WAITING_FOR_ROOM):
+        return False
     return not check.repository_busy and now - idle_since(check) >= after
 
 
@@ -44,11 +66,12 @@ def stale_error(check: WaitingCheck, after: timedelta = STALE_CHECK_AFTER) -> Jo
     where = f"repository {check.repository_name}" if check.repository_name else "its repository"
     return JobError(
         kind="stalled",
-        message=f"scheduled check waited {minutes} min without starting while nothing ran on {where}",
+        message=f"scheduled check waited {minutes} min without starting while nothing ran on {where}"
+        + (f" ({check.waiting.detail})" if check.waiting else ""),
         hint=(
-            f"Check that agent {check.agent or '?'} is online and has a free slot, and that "
-            "max_concurrent_jobs / max_concurrent_scheduled_checks leave room for scheduled checks. "
-            "The next fire time queues a new check."
+            f"Check that agent {check.agent or '?'} is online and that nothing holds the repository for long "
+            "(a job that does not end, an earlier writer that cannot start). A check waiting only for a free "
+            "slot is never given up. The next fire time queues a new check."
         ),
     )
 

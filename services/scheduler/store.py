@@ -8,6 +8,7 @@ from typing import Any
 
 from services.scheduler.domain import PlanHealth, WaitingCheck
 from shared.db import Conn
+from shared.events import JobStatus
 from shared.timing import Timing
 
 
@@ -69,8 +70,8 @@ async def waiting_checks(conn: Conn, queued_before: datetime) -> list[WaitingChe
     """Scheduled checks not started, queued before `queued_before`, with their repository's activity."""
     rows = await conn.fetch(
         """
-        SELECT j.id, j.created_at, j.agent, j.doc->>'repository_name' AS repository_name,
-            (j.doc->>'not_before')::timestamptz AS not_before,
+        SELECT j.id, j.created_at, j.agent, j.status, j.doc->>'repository_name' AS repository_name,
+            (j.doc->>'not_before')::timestamptz AS not_before, (j.doc->>'sent_at')::timestamptz AS sent_at,
             EXISTS (SELECT 1 FROM jobs o WHERE o.repository_id = j.repository_id AND o.id <> j.id
                     AND o.status IN ('sent', 'running')) AS busy,
             (SELECT max(o.finished_at) FROM jobs o WHERE o.repository_id = j.repository_id AND o.id <> j.id
@@ -91,6 +92,8 @@ async def waiting_checks(conn: Conn, queued_before: datetime) -> list[WaitingChe
             repository_busy=r["busy"],
             repository_last_end=r["last_end"],
             not_before=r["not_before"],
+            status=JobStatus(r["status"]),
+            sent_at=r["sent_at"],
         )
         for r in rows
     ]

@@ -8,10 +8,12 @@ event, and a plan.overdue is raised once per last success (the stream remembers)
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import datetime
 
 import asyncpg
 import msgspec
+from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
@@ -26,28 +28,45 @@ from services.scheduler.domain import (
     overdue_raised,
     stale_error,
 )
-from shared import bus
+from shared import bus, waiting
 from shared.events import JobFailed, JobStatus, OutcomeData, PlanOverdue, PlanStateData, decode
 from shared.exceptions import ConcurrencyConflict
+from shared.jobs import labels_of
 from shared.streams import PLANS
 
 log = logging.getLogger(__name__)
 
+# The dispatcher answers from memory; more than the api's wait, as nobody waits on this.
+ASK_TIMEOUT_S = 2.0
 
-async def fail_stale_checks(pool: asyncpg.Pool, js: JetStreamContext, now: datetime) -> list[str]:
-    """Fail scheduled checks that waited too long with nothing running on their repository."""
+
+async def fail_stale_checks(
+    pool: asyncpg.Pool, js: JetStreamContext, now: datetime, nc: NATS | None = None
+) -> list[str]:
+    """Fail scheduled checks that waited too long for their own repository or agent (domain.is_stale)."""
     async with pool.acquire() as conn:
         candidates = await store.waiting_checks(conn, now - STALE_CHECK_AFTER)
+    if not candidates:
+        return []
+    # Why each waits, in the dispatcher's words: one behind other repositories' jobs on a
+    # busy agent is not stuck. No dispatcher answering: no word, and queued ones wait.
+    ids = [c.job_id for c in candidates]
+    reasons = await waiting.ask(nc, ids, timeout=ASK_TIMEOUT_S) if nc is not None else {}
     failed: list[str] = []
     for check in candidates:
+        check = replace(check, waiting=reasons.get(check.job_id))
         if not is_stale(check, now):
             continue
-        # The read model may lag: decide on the job as its own events make it, and
-        # append only if nothing happened to it since (it may be starting right now).
+        # The read model may lag: decide on the job as its own events make it (sent a
+        # moment ago, say), and append only if nothing happened to it since.
         view, token = await bus.load_for_update(js, check.job_id)
         if view is None or view.status not in (JobStatus.QUEUED, JobStatus.SENT):
             continue
-        event = JobFailed(job_id=check.job_id, at=now, data=OutcomeData(error=stale_error(check)))
+        check = replace(check, status=view.status, sent_at=view.sent_at)
+        if not is_stale(check, now):
+            continue
+        data = OutcomeData(error=stale_error(check), job=labels_of(view))
+        event = JobFailed(job_id=check.job_id, at=now, data=data)
         try:
             await bus.publish(js, event, expect_last_seq=token)
         except ConcurrencyConflict:

@@ -1,8 +1,5 @@
-"""The real api app (its own lifespan, connections and auth) against a private NATS and a fresh DB.
-
-Litestar 2's AsyncTestClient runs the app on its own event loop in a helper thread, so the
-app opens its own connections (as `borgflow api` does); tests check the results with the
-`pool` and `js` fixtures on the test's loop.
+"""The real api, served over HTTP on a free port (tests/support/apiclient.py), against a private
+NATS and a fresh database; tests check the results with the `pool` and `js` fixtures.
 """
 
 from __future__ import annotations
@@ -13,22 +10,25 @@ from typing import Any
 
 import asyncpg
 import pytest_asyncio
-from litestar.testing import AsyncTestClient
+from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
-from services.api.app import create_app
+from services.api.app import ApiDeps
 from shared import bus, ids, readmodel
 from shared.config import Settings
 from shared.events import Event, JobQueued, JobSpec
 from shared.jobs import JobView
 from shared.testing import NatsServer
 from shared.tokens import hash_token
+from tests.support.apiclient import ApiClient, served_api
 
 ADMIN_TOKEN = "admin-token-for-tests"
 AGENT_TOKEN = "agent-token-for-tests"
 PASSPHRASE = "correct horse battery staple"
+# The api's key for secrets at rest (shared/secretkeys.py), so that no test writes a key file.
+SECRET_KEY = "Ym9yZ2Zsb3ctdGVzdHMtc2VjcmV0LWtleS0zMmJ5dGU="
 
-Client = AsyncTestClient[Any]
+Client = ApiClient
 
 
 def auth(token: str = ADMIN_TOKEN) -> dict[str, str]:
@@ -37,29 +37,30 @@ def auth(token: str = ADMIN_TOKEN) -> dict[str, str]:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def settings(database_url: str, nats_server: NatsServer) -> Settings:
-    return Settings(database_url=database_url, nats_url=nats_server.url, admin_token=ADMIN_TOKEN)
+    return Settings(database_url=database_url, nats_url=nats_server.url, admin_token=ADMIN_TOKEN, secret_key=SECRET_KEY)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def client(settings: Settings, js: JetStreamContext) -> AsyncIterator[Client]:
+async def client(settings: Settings, pool: asyncpg.Pool, nc: NATS, js: JetStreamContext) -> AsyncIterator[Client]:
     """An admin client of a started api (streams exist before it starts, as in `borgflow up`)."""
-    async with AsyncTestClient(create_app(settings), timeout=20) as c:
-        c.headers.update(auth())
+    async with served_api(settings, ApiDeps(pool=pool, nc=nc), auth()) as c:
         yield c
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def agent_token(pool: asyncpg.Pool) -> str:
     await pool.execute(
-        "INSERT INTO tokens (id, name, role, hash) VALUES ($1, 'executor-local', 'agent', $2)",
+        "INSERT INTO tokens (id, name, role, hash, agent) VALUES ($1, 'executor-local', 'agent', $2, 'local')",
         ids.new_id(),
         hash_token(AGENT_TOKEN),
     )
     return AGENT_TOKEN
 
 
-async def make_repository(client: Client, name: str = "r1", passphrase: str | None = PASSPHRASE) -> dict[str, Any]:
-    body: dict[str, Any] = {"name": name, "location": f"/srv/borg/{name}", "agent": "local"}
+async def make_repository(
+    client: Client, name: str = "r1", passphrase: str | None = PASSPHRASE, agent: str = "local"
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"name": name, "location": f"/srv/borg/{name}", "agent": agent}
     if passphrase is not None:
         body["passphrase"] = passphrase
     r = await client.post("/api/repositories", json=body)

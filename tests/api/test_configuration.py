@@ -25,7 +25,8 @@ async def test_repository_crud_never_returns_the_passphrase(client: Client, pool
 
     r = await client.put(f"/api/repositories/{repo['id']}", json={"passphrase": "new secret"})
     assert r.json()["has_passphrase"] is True
-    assert await pool.fetchval("SELECT passphrase FROM repositories") == "new secret"
+    sealed = await pool.fetchval("SELECT passphrase_enc FROM repositories")
+    assert sealed is not None and b"new secret" not in sealed  # kept encrypted (tests/api/test_secrets_at_rest.py)
 
     for r in (listed, got):
         assert PASSPHRASE not in str(r)
@@ -111,7 +112,7 @@ async def test_plan_update_changes_the_fields_given(client: Client) -> None:
     # What GET shows may be sent back whole.
     assert (await client.put(f"/api/plans/{plan['id']}", json=changed)).status_code == 200
     r = await client.put(f"/api/plans/{plan['id']}", json={"max_queue_depth": 0})
-    assert r.status_code == 422 and r.json()["field"] == "max_queue_depth"
+    assert r.status_code == 400 and r.json()["field"] == "max_queue_depth"  # as POST: the schema says >= 1
     r = await client.put(f"/api/plans/{plan['id']}", json={"repository_id": "missing"})
     assert r.status_code == 422 and r.json()["field"] == "repository_id"
     assert (await client.get(f"/api/plans/{plan['id']}")).json()["queue_behavior"] == "queue"

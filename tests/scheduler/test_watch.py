@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from datetime import datetime, timedelta
 from typing import cast
 
 import asyncpg
+from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
+from services.dispatcher.app import run as dispatcher
 from services.projector.app import run as projector
 from services.scheduler.app import run
-from shared import bus
+from shared import bus, waiting
 from shared import events as ev
 from shared.config import Settings
 from shared.events import JobStatus
@@ -29,8 +32,25 @@ def repo(name: str) -> ev.RepositoryRef:
 
 def check(where: ev.RepositoryRef, queued_at: datetime, trigger: str = "schedule") -> ev.JobSpec:
     return spec(
-        "check", repository_id=where.id, repository=where, trigger=trigger, created_at=queued_at, schedule_id="s1"
+        "check",
+        agent=where.agent,
+        repository_id=where.id,
+        repository=where,
+        trigger=trigger,
+        created_at=queued_at,
+        schedule_id="s1",
     )
+
+
+async def reason(nc: NATS, job_id: str) -> str | None:
+    """Why the dispatcher says a queued job waits (None: it has not said yet)."""
+    w = (await waiting.ask(nc, [job_id])).get(job_id)
+    return None if w is None else w.reason
+
+
+async def failed(js: JetStreamContext, job_id: str) -> ev.JobError | None:
+    view = await bus.load_job(js, job_id)
+    return view.error if view is not None and view.status == JobStatus.FAILED else None
 
 
 async def projected(pool: asyncpg.Pool, *jobs: tuple[str, JobStatus]) -> bool:
@@ -46,7 +66,7 @@ async def status(js: JetStreamContext, job_id: str) -> JobStatus | None:
 
 
 async def test_a_scheduled_check_that_never_starts_is_failed_after_15_minutes(
-    running: Running, settings: Settings, clock: FakeClock, js: JetStreamContext, pool: asyncpg.Pool
+    running: Running, settings: Settings, clock: FakeClock, js: JetStreamContext, nc: NATS, pool: asyncpg.Pool
 ) -> None:
     idle, busy = repo("idle"), repo("busy")
     stale = check(idle, T0 - 20 * MIN)
@@ -60,21 +80,52 @@ async def test_a_scheduled_check_that_never_starts_is_failed_after_15_minutes(
     running.start(lambda stop: projector(settings, stop))
     queued = [(s.id, JobStatus.QUEUED) for s in (stale, behind_running, manual, young)]
     await eventually(lambda: projected(pool, *queued, (running_backup.id, JobStatus.RUNNING)), what="the read model")
+    # Agent a1 never sent a heartbeat: the dispatcher says the checks wait for it to come back.
+    running.start(lambda stop: dispatcher(settings, stop))
+    await eventually(lambda: _is(reason(nc, stale.id), "agent_offline"), what="the dispatcher's word")
 
     running.start(lambda stop: run(settings, stop, clock=clock))
 
-    async def failed(job_id: str) -> ev.JobError | None:
-        view = await bus.load_job(js, job_id)
-        return view.error if view is not None and view.status == JobStatus.FAILED else None
-
-    error = await eventually(lambda: failed(stale.id), what="the stale check failed")
+    error = await eventually(lambda: failed(js, stale.id), what="the stale check failed")
     assert error is not None and error.kind == "stalled" and "waited 15 min without starting" in error.message
     for other in (behind_running, manual, young):
         assert await status(js, other.id) == JobStatus.QUEUED
     # Six minutes later the young one has waited 16: the clock alone makes it stale.
     await clock.advance(6 * MIN)
-    await eventually(lambda: failed(young.id), what="the second check failed")
+    await eventually(lambda: failed(js, young.id), what="the second check failed")
     assert await status(js, behind_running.id) == JobStatus.QUEUED
+
+
+async def test_a_scheduled_check_waiting_behind_another_repositorys_backup_on_a_busy_agent_is_not_failed(
+    running: Running, settings: Settings, clock: FakeClock, js: JetStreamContext, nc: NATS, pool: asyncpg.Pool
+) -> None:
+    # Agent a1 is online, its one slot taken by a long backup of another repository.
+    await bus.publish(js, ev.AgentHeartbeat(data=ev.HeartbeatData(agent="a1", interval_s=3600)))
+    long_backup = spec("backup", repository_id="r-other", repository=repo("other"))
+    await backup_history(js, long_backup, None, ev.utcnow())
+    behind = check(repo("mine"), T0 - 20 * MIN)
+    # A second check, queued after it, whose agent is offline: once it is failed, the
+    # same round has judged the first.
+    away = check(ev.RepositoryRef(id="r-far", name="far", location="/srv/far", agent="a2"), T0 - 19 * MIN)
+    for s in (behind, away):
+        await bus.publish(js, ev.JobQueued(job_id=s.id, data=s, at=s.created_at))
+    running.start(lambda stop: projector(settings, stop))
+    queued = [(s.id, JobStatus.QUEUED) for s in (behind, away)]
+    await eventually(lambda: projected(pool, *queued, (long_backup.id, JobStatus.RUNNING)), what="the read model")
+    running.start(lambda stop: dispatcher(settings, stop))
+    await eventually(lambda: _is(reason(nc, behind.id), "agent_busy"), what="the check waiting for the busy agent")
+    await eventually(lambda: _is(reason(nc, away.id), "agent_offline"), what="the other waiting for its agent")
+
+    running.start(lambda stop: run(settings, stop, clock=clock))
+
+    error = await eventually(lambda: failed(js, away.id), what="the check whose agent is away failed")
+    assert await status(js, behind.id) == JobStatus.QUEUED
+    assert await reason(nc, behind.id) == "agent_busy"
+    assert error.message.endswith("(agent a2 is offline)")
+
+
+async def _is(value: Awaitable[object], want: object) -> bool:
+    return await value == want
 
 
 async def overdue_events(js: JetStreamContext, plan_id: str) -> list[ev.PlanOverdue]:

@@ -14,13 +14,24 @@ from services.scheduler.domain import (
     overdue_raised,
     stale_error,
 )
+from shared.events import JobStatus
+from shared.jobs import Waiting
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 MIN = timedelta(minutes=1)
 
 
+OFFLINE = Waiting(reason="agent_offline", detail="agent a1 is offline")
+
+
 def check(**kw: object) -> WaitingCheck:
-    base: dict[str, object] = {"job_id": "j1", "created_at": NOW - 20 * MIN, "repository_name": "r1", "agent": "a1"}
+    base: dict[str, object] = {
+        "job_id": "j1",
+        "created_at": NOW - 20 * MIN,
+        "repository_name": "r1",
+        "agent": "a1",
+        "waiting": OFFLINE,
+    }
     base.update(kw)
     return WaitingCheck(**base)  # type: ignore[arg-type]
 
@@ -45,10 +56,37 @@ def test_a_retry_waiting_out_its_backoff_is_not_stale() -> None:
     assert is_stale(check(created_at=NOW - 60 * MIN, not_before=NOW - 15 * MIN), NOW)
 
 
+def test_a_check_waiting_for_room_other_jobs_take_is_never_stale() -> None:
+    # Its agent busy with another repository's backup of hours, or every slot taken:
+    # it starts when those end, however long that is.
+    for reason in ("agent_busy", "global_limit", "class_limit"):
+        busy = check(created_at=NOW - 300 * MIN, waiting=Waiting(reason=reason, detail="…"))
+        assert not is_stale(busy, NOW), reason
+
+
+def test_a_check_waiting_for_its_own_repository_or_agent_may_be_given_up() -> None:
+    for reason in ("agent_offline", "repository_busy", "behind_plan", "retry_backoff"):
+        assert is_stale(check(waiting=Waiting(reason=reason, detail="…")), NOW), reason
+
+
+def test_a_queued_check_no_dispatcher_spoke_of_is_not_judged() -> None:
+    # No dispatcher answered (or it may start now): nobody can tell it is stuck.
+    assert not is_stale(check(created_at=NOW - 300 * MIN, waiting=None), NOW)
+
+
+def test_a_sent_check_its_agent_did_not_start_is_stale_15_minutes_after_it_was_sent() -> None:
+    def sent(at: datetime) -> WaitingCheck:
+        return check(created_at=NOW - 300 * MIN, waiting=None, status=JobStatus.SENT, sent_at=at)
+
+    assert not is_stale(sent(NOW - 5 * MIN), NOW)
+    assert is_stale(sent(NOW - 16 * MIN), NOW)
+
+
 def test_the_stale_error_says_what_happened_and_what_to_do() -> None:
     e = stale_error(check())
     assert e.kind == "stalled"
     assert "scheduled check waited 15 min without starting" in e.message and "r1" in e.message
+    assert e.message.endswith("(agent a1 is offline)")
     assert "a1" in e.hint
 
 

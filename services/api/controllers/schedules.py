@@ -9,21 +9,22 @@ rather than failing every night. The scheduler hears every change at once
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 import asyncpg
 import msgspec
 from litestar import Controller, delete, get, post, put
 
-from services.api import queries, schedule_queries, scope
+from services.api import patches, queries, schedule_queries, scope
 from services.api.auth import READ, WRITE, Principal, project_scope
 from services.api.controllers import safe_id
 from services.api.errors import Invalid, NotFound
+from services.api.job_bodies import as_request
+from services.api.patches import SchedulePatch
 from services.api.runtime import Runtime
 from services.api.schedule_queries import ScheduleRow
 from services.api.schemas import LastRun, Schedule, ScheduleCreate, ScheduleList
 from shared import cron, ids
-from shared.submit import InvalidRequest, Origin, build_spec, field_of, parse_request
+from shared.submit import InvalidRequest, Origin, build_spec, field_of, parse_request, target_password
 from shared.timing import Timing
 
 NEXT_RUNS = 5
@@ -99,11 +100,18 @@ async def _validated(conn: asyncpg.Connection, body: ScheduleCreate, principal: 
     so it cannot be deleted between this check and the commit.
     """
     _check_timing(body, datetime.now(UTC))
+    job = as_request(body.job)
     try:
-        req = parse_request(body.job)
+        req = parse_request(job)
         spec = await build_spec(conn, req, Origin(trigger="schedule"))
     except InvalidRequest as e:
         raise _job_error(e) from None
+    if target_password(req) is not None:  # a schedule's job is stored as given: no secret in it
+        raise Invalid(
+            "job.options.target.password: a schedule cannot keep a password; restore by hand, or use a target "
+            "user that needs none (a .pgpass or socket auth on the agent)",
+            "job.options.target.password",
+        )
     if req.plan_id and not await queries.lock_plan(conn, req.plan_id):
         raise Invalid(f"job.plan_id: no plan with id {req.plan_id!r}", "job.plan_id")
     if spec.repository_id and not await queries.lock_repository(conn, spec.repository_id):
@@ -123,7 +131,7 @@ async def _validated(conn: asyncpg.Connection, body: ScheduleCreate, principal: 
         interval_s=body.interval_s,
         enabled=body.enabled,
         catch_up_s=body.catch_up_s,
-        job=body.job,  # as given: the scheduler submits it as a POST /api/jobs body
+        job=job,  # as given: the scheduler submits it as a POST /api/jobs body
     )
 
 
@@ -159,13 +167,13 @@ class ScheduleController(Controller):
         return _schedule(await _row(rt, schedule_id, principal), datetime.now(UTC))
 
     @put("/{schedule_id:str}", opt={"permission": WRITE})
-    async def update(self, rt: Runtime, principal: Principal, schedule_id: str, data: dict[str, Any]) -> Schedule:
+    async def update(self, rt: Runtime, principal: Principal, schedule_id: str, data: SchedulePatch) -> Schedule:
         """Change the fields given (a new `job` replaces the old one whole); validated as a whole."""
         row = await _row(rt, schedule_id, principal)
         current = {k: row[k] for k in ScheduleCreate.__struct_fields__}
         current["cron"] = current["cron"] or None
         # A schedule as GET shows it may be sent back whole: its read-only fields are ignored.
-        given = {k: v for k, v in data.items() if k not in READ_ONLY}
+        given = {k: v for k, v in patches.given(data).items() if k not in READ_ONLY}
         # Giving one way of timing replaces the other.
         if given.get("interval_s") is not None and "cron" not in given:
             current["cron"] = None
