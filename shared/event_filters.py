@@ -12,10 +12,12 @@ from collections.abc import Sequence
 from fnmatch import fnmatchcase
 
 # What a target hears when it names no events: failures and warnings, where a missed
-# schedule, an overdue plan and an offline agent are failures too.
-DEFAULT_EVENTS = ("*.failed", "*.warning", "schedule.missed", "plan.overdue", "agent.offline")
+# schedule, an overdue plan, an offline agent and a repository running out of space are
+# failures too.
+DEFAULT_EVENTS = ("*.failed", "*.warning", "schedule.missed", "plan.overdue", "agent.offline", "repository.storage_low")
 
-PATTERN = re.compile(r"^(\*|[a-z_*]+\.[a-z_*]+)$")
+# Job types may hold digits (s3_sync): a filter names them as they are.
+PATTERN = re.compile(r"^(\*|[a-z0-9_*]+\.[a-z_*]+)$")
 
 
 def valid(pattern: str) -> bool:

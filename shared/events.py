@@ -37,7 +37,24 @@ TERMINAL: frozenset[JobStatus] = frozenset(
 )
 ACTIVE: frozenset[JobStatus] = frozenset({JobStatus.QUEUED, JobStatus.SENT, JobStatus.RUNNING})
 
-JobType = Literal["backup", "restore", "restore_check", "check", "prune", "compact", "delete_archive", "init", "ping"]
+JobType = Literal[
+    "backup",
+    "restore",
+    "restore_check",
+    "check",
+    "prune",
+    "compact",
+    "delete_archive",
+    "init",
+    "ping",
+    "restore_pg",
+    "restore_mysql",
+    "plugin_test",
+    "s3_sync",
+    "package_install",
+    "update_borg",
+    "update_agent",
+]
 JOB_TYPES: tuple[str, ...] = JobType.__args__  # type: ignore[attr-defined]
 
 # Jobs that take borg's exclusive repository lock: at most one per repository at a time.
@@ -71,6 +88,20 @@ ErrorKind = Literal[
     "cancelled_by_user",
     "secret_unavailable",
     "internal",
+    "sync_failed",
+    "bad_remote",
+    "rclone_missing",
+    "package_not_found",
+    "install_failed",
+    "apt_unavailable",
+    "update_failed",
+    "dump_failed",
+    "dump_not_found",
+    "database_connection",
+    "database_privileges",
+    "database_version",
+    "restore_failed",
+    "script_missing",
 ]
 
 
@@ -93,6 +124,13 @@ class Progress(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     archive: str | None = None
     current: int | None = None
     total: int | None = None
+    bytes_done: int | None = None
+    bytes_total: int | None = None
+    bwlimit: str | None = None
+    """The bandwidth limit a transfer runs under (rclone's --bwlimit, e.g. "10M")."""
+    estimated: bool | None = None
+    """percent and eta_s are an estimate (a backup's, from an earlier archive of the same
+    paths and excludes), not borg's own count."""
 
 
 class JobError(msgspec.Struct, frozen=True, kw_only=True):
@@ -121,6 +159,10 @@ class RepositoryRef(msgspec.Struct, frozen=True, kw_only=True):
     location: str
     agent: str
     has_passphrase: bool = False
+    storage_low_percent: float = 10.0
+    archives_counted: bool = False
+    """The read model knew its archive count when the job was queued: a backup then adds one
+    to it (`archives_added`) instead of running `borg list` after every archive it makes."""
 
 
 class Retention(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -138,6 +180,32 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
     backoff: float = 2
 
 
+DatabaseKind = Literal["postgresql", "mysql"]
+
+
+class DatabaseRef(msgspec.Struct, frozen=True, kw_only=True):
+    """A database a plan dumps into each backup; its password is kept apart (`has_password`)."""
+
+    kind: DatabaseKind
+    host: str
+    port: int
+    user: str
+    database: str
+    has_password: bool = False
+
+    @property
+    def key(self) -> str:
+        """`<kind>/<database>`: its dump's place in the archive and its password's name."""
+        return f"{self.kind}/{self.database}"
+
+
+class SyncAfter(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """An s3_sync a plan chains after each successful backup (and its prune and compact)."""
+
+    remote: str
+    bwlimit: str | None = None
+
+
 class PlanRef(msgspec.Struct, frozen=True, kw_only=True):
     """A plan (backup profile) as a job ran with it."""
 
@@ -152,6 +220,7 @@ class PlanRef(msgspec.Struct, frozen=True, kw_only=True):
     retention: Retention = Retention()
     prune_after: bool = False
     compact_after: bool = False
+    sync_after: SyncAfter | None = None
     queue_behavior: Literal["cancel", "queue"] = "cancel"
     max_queue_depth: int = 3
     stall_timeout_s: int = 1800
@@ -159,6 +228,7 @@ class PlanRef(msgspec.Struct, frozen=True, kw_only=True):
     post_scripts: list[str] = []
     retry: RetryPolicy = RetryPolicy()
     alert_after_s: int | None = None
+    databases: list[DatabaseRef] = []
 
 
 class Estimate(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -168,6 +238,10 @@ class Estimate(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     original_size: int | None = None
     duration_s: float | None = None
     job_id: str | None = None
+    archive: str | None = None
+    paths: list[str] | None = None
+    """What the earlier backup covered: an estimate holds only for a backup of the same."""
+    exclude: list[str] | None = None
 
 
 class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -199,6 +273,8 @@ class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
     estimate: Estimate | None = None
     # An automatic retry waits until then before it may start (backoff after a transient failure).
     not_before: datetime | None = None
+    # W3C trace context of the span that accepted the job: the job's trace (shared/tracing.py).
+    traceparent: str | None = None
 
 
 # --------------------------------------------------------------------------- envelope
@@ -220,8 +296,11 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
 # --------------------------------------------------------------------------- job family
 
 
-class SentData(msgspec.Struct, frozen=True, kw_only=True):
+class SentData(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     agent: str
+    # The sending dispatcher's lease epoch: an executor refuses a send from an older one
+    # (a dispatcher deposed while its send was on the way). None: sent without a lease.
+    epoch: int | None = None
 
 
 class StartedData(msgspec.Struct, frozen=True, kw_only=True):
@@ -244,12 +323,37 @@ class RequeuedData(msgspec.Struct, frozen=True, kw_only=True):
     reason: str
 
 
+class JobLabels(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What a terminal event is about, by name: a subscriber can say what failed without asking the api."""
+
+    type: str
+    agent: str
+    project: str = "default"
+    plan_id: str | None = None
+    plan_name: str | None = None
+    repository_id: str | None = None
+    repository_name: str | None = None
+
+    @classmethod
+    def of_spec(cls, spec: JobSpec) -> JobLabels:
+        return cls(
+            type=spec.type,
+            agent=spec.agent,
+            project=spec.project,
+            plan_id=spec.plan_id,
+            plan_name=spec.plan.name if spec.plan else None,
+            repository_id=spec.repository_id,
+            repository_name=spec.repository.name if spec.repository else None,
+        )
+
+
 class OutcomeData(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """What a finished job reports; the status is the event's type."""
 
     result: JobResult | None = None
     error: JobError | None = None
     progress: Progress | None = None
+    job: JobLabels | None = None
 
 
 class DeletedData(msgspec.Struct, frozen=True, kw_only=True):
@@ -348,6 +452,7 @@ class HeartbeatData(msgspec.Struct, frozen=True, kw_only=True):
     agent: str
     host: str = ""
     borg_version: str | None = None
+    borgflow_version: str | None = None  # the executor's own version (None: before it said)
     slots: int = 1
     running: list[str] = []
     interval_s: float = 5.0
@@ -421,7 +526,38 @@ class PlanRecovered(Event, frozen=True, kw_only=True, tag="plan.recovered"):
 
 PlanEvent = PlanOverdue | PlanRecovered
 
-AnyEvent = JobEvent | JobProgress | JobLog | AgentEvent | ScheduleEvent | PlanEvent
+# --------------------------------------------------------------------------- repositories
+
+
+class StorageData(msgspec.Struct, frozen=True, kw_only=True):
+    """A repository's file system crossed its storage_low_percent (measured after job `job_id`)."""
+
+    repository_id: str
+    name: str = ""
+    project: str = "default"
+    job_id: str | None = None
+    free_percent: float
+    threshold_percent: float
+    disk_free: int | None = None
+    disk_total: int | None = None
+
+
+class RepositoryStorageLow(Event, frozen=True, kw_only=True, tag="repository.storage_low"):
+    """Free space fell under the repository's storage_low_percent (once per crossing)."""
+
+    data: StorageData
+
+
+class RepositoryStorageRecovered(Event, frozen=True, kw_only=True, tag="repository.storage_recovered"):
+    """Free space is back at or above storage_low_percent after a storage_low."""
+
+    data: StorageData
+
+
+RepositoryEvent = RepositoryStorageLow | RepositoryStorageRecovered
+
+AnyEvent = JobEvent | JobProgress | JobLog | AgentEvent | ScheduleEvent | PlanEvent | RepositoryEvent
+
 
 _encoder = msgspec.json.Encoder()
 _decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(AnyEvent)
@@ -459,6 +595,8 @@ def subject_of(event: Event) -> str:
         return f"borgflow.schedules.{event.data.schedule_id}.{kind.removeprefix('schedule.')}"
     if isinstance(event, PlanOverdue | PlanRecovered):
         return f"borgflow.plans.{event.data.plan_id}.{kind.removeprefix('plan.')}"
+    if isinstance(event, RepositoryStorageLow | RepositoryStorageRecovered):
+        return f"borgflow.repositories.{event.data.repository_id}.{kind.removeprefix('repository.')}"
     raise ValueError(f"no subject for event type {kind}")
 
 

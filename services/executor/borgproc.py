@@ -9,11 +9,12 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol
 
 import msgspec
 
+from services.executor import spans
 from services.executor.collect import OutputCollector
 from services.executor.commands import Invocation
 from services.executor.exceptions import ExecutorError
@@ -92,12 +93,39 @@ async def run_borg(
     tracker: Tracker | None = None,
 ) -> BorgExit:
     """Run borg to its end; a set `cancel` stops it. BorgUnavailable when it cannot start."""
+    command = spans.borg_command(invocation.argv)
+    with spans.process_span(command) as span:
+        done = await _run_borg(
+            invocation,
+            env,
+            collector,
+            out,
+            cancel=cancel,
+            cancel_reason=cancel_reason,
+            grace_s=grace_s,
+            tracker=tracker,
+        )
+        spans.ended(span, command, done.code)
+        return done
+
+
+async def _run_borg(
+    invocation: Invocation,
+    env: dict[str, str],
+    collector: OutputCollector,
+    out: Output,
+    *,
+    cancel: asyncio.Event,
+    cancel_reason: Callable[[], str],
+    grace_s: float,
+    tracker: Tracker | None,
+) -> BorgExit:
     started = time.monotonic()
     proc = await spawn(invocation.argv, env, invocation.cwd)
     out.line(f"borg started with pid {proc.pid}", source="executor")
     if proc.stdout is None or proc.stderr is None:  # cannot happen: both are PIPEs
         raise RuntimeError("borg started without pipes")
-    stop = _Stopper(proc, out, cancel, cancel_reason, grace_s)
+    stop = Stopper(proc, out, cancel, cancel_reason, grace_s)
     stdout_task = asyncio.create_task(proc.stdout.read())
     stderr_task = asyncio.create_task(_read_stderr(proc.stderr, collector, out, started))
     stopper = asyncio.create_task(stop.run())
@@ -143,8 +171,28 @@ async def _read_stderr(stream: asyncio.StreamReader, collector: OutputCollector,
             out.progress(fed.progress)
 
 
-class _Stopper:
-    """SIGINT (borg writes a checkpoint and stops), then SIGTERM, then SIGKILL."""
+async def text_lines(stream: asyncio.StreamReader, on_dropped: Callable[[], None] | None = None) -> AsyncIterator[str]:
+    """Each line a child writes, decoded, without its line ending; blank ones skipped.
+
+    A line longer than STREAM_LIMIT has already been dropped by asyncio: `on_dropped` is told.
+    """
+    while True:
+        try:
+            raw = await stream.readline()
+        except ValueError:
+            if on_dropped is not None:
+                on_dropped()
+            continue
+        if not raw:
+            return
+        text = raw.decode(errors="replace").rstrip("\r\n")
+        if text.strip():
+            yield text
+
+
+class Stopper:
+    """SIGINT (borg writes a checkpoint and stops; most tools stop cleanly), then SIGTERM,
+    then SIGKILL, `grace_s` apart, once `cancel` is set. The plug-ins' processes use it too."""
 
     def __init__(
         self,
@@ -153,9 +201,11 @@ class _Stopper:
         cancel: asyncio.Event,
         reason: Callable[[], str],
         grace_s: float,
+        what: str = "borg",
     ) -> None:
         self.proc = proc
         self.out = out
+        self.what = what
         self.cancel = cancel
         self.reason = reason
         self.grace_s = grace_s
@@ -167,7 +217,7 @@ class _Stopper:
         self.signalled = True
         reason = self.reason()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
-            self.out.line(f"{reason}: sending {sig.name} to borg", source="executor")
+            self.out.line(f"{reason}: sending {sig.name} to {self.what}", source="executor")
             if sig == signal.SIGKILL:
                 self.killed = True
             signal_group(self.proc, sig)
@@ -177,7 +227,7 @@ class _Stopper:
                 await asyncio.wait_for(self.proc.wait(), self.grace_s)
                 return
             except TimeoutError:
-                self.out.line(f"borg still running {self.grace_s:g}s after {sig.name}", source="executor")
+                self.out.line(f"{self.what} still running {self.grace_s:g}s after {sig.name}", source="executor")
 
 
 class Captured(msgspec.Struct, frozen=True, kw_only=True):
@@ -192,6 +242,16 @@ async def run_captured(
     argv: Sequence[str], env: dict[str, str], timeout_s: float, tracker: Tracker | None = None
 ) -> Captured:
     """Run a short borg command to its end (killed after `timeout_s`); BorgUnavailable if it cannot start."""
+    command = spans.borg_command(argv)
+    with spans.process_span(command) as span:
+        done = await _run_captured(argv, env, timeout_s, tracker)
+        spans.ended(span, command, done.code)
+        return done
+
+
+async def _run_captured(
+    argv: Sequence[str], env: dict[str, str], timeout_s: float, tracker: Tracker | None
+) -> Captured:
     proc = await spawn(argv, env)
     try:
         if tracker is not None:

@@ -19,6 +19,7 @@ from typing import Any, get_args
 
 import msgspec
 
+from services.executor.databases import DUMPS_DIR
 from services.executor.exceptions import BadJob
 from shared.events import JobSpec, RepositoryRef
 from shared.submit import Encryption
@@ -92,7 +93,12 @@ def backup_command(spec: JobSpec, borg: str, now: datetime) -> Invocation:
     name = archive_name(plan.archive_name, plan.name, now)
     argv = [borg, "create", "--log-json", "--progress", "--json", f"--compression={plan.compression}"]
     argv += [f"--exclude={pattern}" for pattern in plan.exclude]
-    argv += [*_common(spec), "--", f"{repo.location}::{name}", *plan.paths]
+    # A plan's database dumps come through FIFOs under `borgflow-dumps`, relative to the
+    # directory the runner runs borg in (services/executor/dumps.py): borg reads their
+    # contents only with --read-special, and stores them under exactly that relative path.
+    dumps = [DUMPS_DIR] if plan.databases else []
+    argv += ["--read-special"] if dumps else []
+    argv += [*_common(spec), "--", f"{repo.location}::{name}", *dumps, *plan.paths]
     return Invocation(argv=argv, archive=name)
 
 
@@ -146,8 +152,18 @@ def check_command(spec: JobSpec, borg: str, now: datetime) -> Invocation:
     argv += ["--archives-only"] if archives_only else []
     argv += ["--verify-data"] if verify_data else []
     argv += [f"--max-duration={max_duration}"] if max_duration is not None else []
+    archives = options.get("archives") or []
+    if isinstance(archives, list) and len(archives) == 1 and not repository_only:
+        # borg 1.4 takes one glob: several archives are checked with all the others (cheap
+        # unless verify_data, which reads every chunk of the repository whatever the glob).
+        argv += [f"--glob-archives={glob_escape(str(archives[0]))}"]
     argv += [*_common(spec), "--", repo.location]
     return Invocation(argv=argv)
+
+
+def nothing_stale(spec: JobSpec) -> bool:
+    """A "verify what is stale" check (`stale_only`) that found every archive freshly verified."""
+    return spec.type == "check" and bool(spec.options.get("stale_only")) and not spec.options.get("archives")
 
 
 KEEP_RULES = ("keep_within", "keep_last", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
@@ -174,7 +190,9 @@ def prune_command(spec: JobSpec, borg: str, now: datetime) -> Invocation:
             "Give keep_last, keep_daily, keep_weekly, keep_monthly, keep_yearly or keep_within in options, "
             "or set the plan's retention",
         )
-    argv = [borg, "prune", "--log-json", "--list", "--info", *keeps]
+    # --progress: borg counts the archives it has pruned of those it prunes (current/total);
+    # --stats: how much the pruned archives held alone (what the next compact frees).
+    argv = [borg, "prune", "--log-json", "--list", "--info", "--progress", "--stats", *keeps]
     plan = spec.plan
     if plan is not None and plan.archive_name.startswith("{plan}-"):
         # Several plans may share a repository. Only the archives this plan wrote may be

@@ -21,6 +21,9 @@ class Ending(msgspec.Struct, frozen=True, kw_only=True):
     status: JobStatus
     result: JobResult | None = None
     error: JobError | None = None
+    relaunch: str | None = None
+    """An update_agent's new `borgflow`: the executor becomes it before this outcome is
+    published (recorded, it is published by the new executor's recovery)."""
 
     @property
     def exit_code(self) -> int | None:
@@ -150,5 +153,6 @@ def final_progress(latest: Progress | None, ending: Ending) -> Progress | None:
         # borg's last line is about saving its cache; the job is past that now.
         changes["action"] = "finished"
         if latest.percent is not None:
-            changes |= {"percent": 100.0, "eta_s": 0.0}
+            # Done is done: no longer an estimate.
+            changes |= {"percent": 100.0, "eta_s": 0.0, "estimated": None}
     return msgspec.structs.replace(latest, **changes) if changes else latest

@@ -27,3 +27,11 @@ class SecretUnavailable(ExecutorError):
 
     The message names the request and its status, never a response body.
     """
+
+
+class RelaunchRequested(ExecutorError):
+    """The executor stopped to become another `borgflow` (an update_agent installed it): exec it."""
+
+    def __init__(self, exe: str) -> None:
+        super().__init__(f"relaunch into {exe}")
+        self.exe = exe

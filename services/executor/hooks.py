@@ -17,7 +17,8 @@ from collections.abc import Mapping
 
 import msgspec
 
-from services.executor.borgproc import STREAM_LIMIT, Output, Tracker, signal_group
+from services.executor import spans
+from services.executor.borgproc import STREAM_LIMIT, Output, Tracker, signal_group, text_lines
 from services.executor.outcomes import exit_code_of
 from shared.events import JobSpec
 
@@ -86,6 +87,23 @@ async def run_hook(
         return HookResult(command=command, ok=False, problem=f"cannot be split into arguments: {e}")
     if not argv:
         return HookResult(command=command, ok=False, problem="is empty")
+    name = spans.script_command(argv)
+    with spans.process_span(name) as span:
+        result = await _run_hook(command, argv, env, out, timeout_s=timeout_s, cancel=cancel, tracker=tracker)
+        spans.ended(span, name, result.exit_code)
+        return result
+
+
+async def _run_hook(
+    command: str,
+    argv: list[str],
+    env: dict[str, str],
+    out: Output,
+    *,
+    timeout_s: float,
+    cancel: asyncio.Event | None,
+    tracker: Tracker | None,
+) -> HookResult:
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,
@@ -191,13 +209,5 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
 
 
 async def _pump(stream: asyncio.StreamReader, out: Output, level: str) -> None:
-    while True:
-        try:
-            raw = await stream.readline()
-        except ValueError:  # a line longer than STREAM_LIMIT: asyncio has dropped it
-            continue
-        if not raw:
-            return
-        text = raw.decode(errors="replace").rstrip("\r\n")
-        if text.strip():
-            out.line(text, level=level, source="hook")
+    async for text in text_lines(stream):
+        out.line(text, level=level, source="hook")

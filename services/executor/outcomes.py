@@ -264,5 +264,44 @@ def hint_for(kind: str, ctx: HintContext, msgid: str | None = None, *, path: str
         "hook_failed": "Fix the plan's script (its output is in the job log) so that it exits 0, or remove it",
         "internal": f"The executor on {agent} hit a bug: its own log has the details; retry the job",
         "borg_error": "See the job log for borg's full output",
+        "dump_failed": (
+            f"A database dump failed on {agent} (the database server's message is above): check the plan's "
+            "databases (host, port, user, database name, password) and that the user may read every table; "
+            "`plugin_test` checks them without a backup"
+        ),
+        "dump_not_found": (
+            "The archive holds no dump of this database: pick an archive made by a plan that dumps it "
+            "(its dumps are under borgflow-dumps/<kind>/<database>.dump)"
+        ),
+        "database_connection": (
+            f"The database server did not accept the connection from {agent}: check the host, port, user and "
+            "password, that the server runs, and that it lets this host in (pg_hba.conf, MySQL user@host)"
+        ),
+        "database_privileges": (
+            "The database user lacks a privilege the restore needs: use a user that may create the database "
+            "and its objects (for PostgreSQL the owner or a superuser; for MySQL CREATE, INSERT, ALTER)"
+        ),
+        "database_version": (
+            f"The dump is from a newer server than the tools on {agent} read: install the client tools "
+            "(pg_restore / mariadb) of the dump's version or newer on the agent"
+        ),
+        "restore_failed": "The restore stopped (the job log has the database client's output): fix the cause, retry",
+        "script_missing": (
+            f"A pre/post script of the plan is not on {agent} or is not executable: install it there, "
+            "`chmod +x` it, or fix the plan's scripts"
+        ),
+        "sync_failed": "rclone could not mirror the repository: the job log has its errors (credentials, space)",
+        "bad_remote": (
+            f"rclone on {agent} does not know this remote: configure it with `rclone config` there "
+            "(or RCLONE_CONFIG_* variables in the executor's environment), or fix options.remote"
+        ),
+        "rclone_missing": f"Install rclone on {agent} (apt-get install rclone), or point BORGFLOW_RCLONE at it",
+        "package_not_found": f"No such package in the package sources of {agent}: check its name and sources",
+        "install_failed": f"apt-get failed on {agent}: the job log has its output",
+        "apt_unavailable": f"{agent} has no apt-get: install the packages with its own package manager",
+        "update_failed": (
+            f"{agent} keeps the borg (or borgflow) it had: the job log has pip's output "
+            "(does the version exist on the agent's index? can it reach the index?)"
+        ),
     }
     return hints.get(kind, "")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,22 +16,31 @@ from typing import TypeVar
 
 import msgspec
 from nats.js import JetStreamContext
+from opentelemetry.context import Context
+from opentelemetry.trace import StatusCode
 
-from services.executor import cleanup, commands, endings, hooks, preflight, retries, transitions
+from services.executor import cleanup, commands, damage, dumps, endings, hooks, jobs, preflight, retries, transitions
 from services.executor.borgproc import BorgExit, BorgUnavailable, run_borg
+from services.executor.borgs import Borgs
 from services.executor.collect import OutputCollector
 from services.executor.config import ExecutorOptions
+from services.executor.dumps import DumpSession
 from services.executor.endings import CancelRequest, Ending
 from services.executor.exceptions import BadJob, SecretUnavailable
 from services.executor.hostinfo import HostFacts
+from services.executor.measure import measure
 from services.executor.outcomes import HintContext, hint_for
-from services.executor.readers import reader_for
+from services.executor.readers import CheckReader, Reader, reader_for
 from services.executor.records import RunningRecords
 from services.executor.reporting import LogBatcher, ProgressReporter
 from services.executor.secrets import SecretSource
+from services.executor.storage import alert as storage_alert
+from services.executor.verification import as_details
+from shared import metrics, tracing
 from shared.config import Settings, default_data_dir
 from shared.events import (
     OUTCOME_BY_STATUS,
+    JobLabels,
     JobResult,
     JobSpec,
     JobStatus,
@@ -59,8 +69,22 @@ class RunContext:
     """What borg inherits a few basics from (PATH, HOME, locale, SSH agent), and scripts all but secrets."""
     records: RunningRecords
     """The jobs held, on disk, for the executor's next start should this one die."""
+    borgs: Borgs
+    """The borg jobs run: read as each starts, since an update_borg may switch it."""
     connected: Callable[[], bool] = lambda: True
     """Whether the NATS connection is up (publishes are not even tried while it is not)."""
+    relaunch: Callable[[str], None] | None = None
+    """Asks the executor to become another `borgflow` (update_agent's): stop taking jobs, let
+    the running ones end, exec it. None where it cannot (an executor embedded in a test)."""
+
+    @property
+    def borg(self) -> str:
+        """The borg executable to run now."""
+        return self.borgs.executable()
+
+    def current_facts(self) -> HostFacts:
+        """The facts learnt at start, with the version of the borg in use now."""
+        return msgspec.structs.replace(self.facts, borg_version=self.borgs.version)
 
 
 T = TypeVar("T")
@@ -83,14 +107,22 @@ class _Output:
 class JobRun:
     """One job, from claimed to ended. `run()` never raises: every path ends the job."""
 
-    def __init__(self, ctx: RunContext, spec: JobSpec, started_seq: int) -> None:
+    def __init__(self, ctx: RunContext, spec: JobSpec, started_seq: int, trace_parent: Context | None = None) -> None:
         self.ctx = ctx
         self.spec = spec
+        # The span the job was sent in (else the job's own trace): `job.run` hangs below it.
+        self.trace_parent = trace_parent or tracing.context_of(traceparent=spec.traceparent)
         self.job_id = spec.id
         self.started_seq = started_seq
         self.cancel_request: CancelRequest | None = None
+        self.ending = False
+        """The outcome is decided and on its way: an end seen on the stream may be ours."""
         self.archive_tried: str | None = None
         """The archive a backup's `borg create` was started to write."""
+        self.dumps: DumpSession | None = None
+        """A backup's database dumps, streaming into borg (started with borg's first run)."""
+        self.reader: Reader | None = None
+        """How the last borg run's output was read (a check's findings live on in it)."""
         self._cancel = asyncio.Event()
         opts = ctx.options
         self.logs = LogBatcher(
@@ -126,6 +158,18 @@ class JobRun:
         await self.ctx.records.spawned(self.job_id, pid, what, archive=archive)
 
     async def run(self) -> None:
+        spec = self.spec
+        attributes = {"borgflow.job_id": spec.id, "borgflow.job_type": spec.type, "borgflow.agent": spec.agent}
+        tracer = tracing.tracer()
+        began = time.monotonic()
+        with tracer.start_as_current_span("job.run", context=self.trace_parent, attributes=attributes) as span:
+            status = await self._run()
+            span.set_attribute("borgflow.status", status.value)
+            if status != JobStatus.COMPLETED:
+                span.set_status(StatusCode.ERROR if status == JobStatus.FAILED else StatusCode.UNSET, status.value)
+        metrics.JOB_DURATION.labels(type=spec.type, status=status.value).observe(time.monotonic() - began)
+
+    async def _run(self) -> JobStatus:
         extra = {"job_id": self.job_id, "type": self.spec.type}
         try:
             ending = await self._execute()
@@ -134,6 +178,9 @@ class JobRun:
             # Only the exception's type goes into the event: its text is not checked for secrets.
             ending = self._failed("internal", f"the executor failed ({type(e).__name__}); see its log")
         ending = endings.with_archive_tried(ending, self.archive_tried)
+        if self.ctx.connected():
+            # Before the outcome: whoever sees the job end sees the alert it raised.
+            await storage_alert(self.ctx.js, self.spec, ending.result)
         # NATS away for a moment: the job's last log lines wait for it (a while), so that
         # they land before the outcome, as they would have.
         await self._wait_for_bus(self.ctx.options.log_hold_s)
@@ -141,15 +188,26 @@ class JobRun:
         # Logs before the outcome: whoever sees the job end can read its whole log.
         await self.logs.close()
         event = OUTCOME_BY_STATUS[ending.status](
-            job_id=self.job_id, data=OutcomeData(result=ending.result, error=ending.error, progress=final)
+            job_id=self.job_id,
+            data=OutcomeData(
+                result=ending.result, error=ending.error, progress=final, job=JobLabels.of_spec(self.spec)
+            ),
         )
         # On disk first: if the executor dies before the outcome lands, its next start
         # publishes this very event (same id, so it lands once) instead of a failure.
+        self.ending = True
         await self.ctx.records.ended(self.job_id, event)
+        if ending.relaunch is not None and self.ctx.relaunch is not None:
+            # Not published here: the executor this job installed publishes it from the
+            # record once it runs, so the job completes only once the update has taken.
+            log.info("job ended; restarting the executor into %s", ending.relaunch, extra=extra)
+            self.ctx.relaunch(ending.relaunch)
+            return ending.status
         landed = await transitions.finish(self.ctx.js, event, self.started_seq, connected=self.ctx.connected)
         await self.ctx.records.forget(self.job_id)
         extra["status"] = ending.status.value
         log.info("job ended" if landed else "job had already ended", extra=extra)
+        return ending.status
 
     def executor_line(self, message: str, *, level: str = "info") -> None:
         self.logs.add(message, level=level, source="executor")
@@ -183,28 +241,24 @@ class JobRun:
 
     async def _execute(self) -> Ending:
         spec = self.spec
-        if spec.type == "ping":
-            return self._ping()
+        plugin = jobs.plugin_for(spec.type)
+        if plugin is not None:
+            return await self._run_plugin(plugin)
         now = utcnow()  # one archive name, however often the command is built
+        if commands.nothing_stale(spec):
+            self.executor_line("every archive was verified within keep_verified_days: nothing to check")
+            details = {"problems": [], "partial": False, "verification": [], "nothing_stale": True}
+            return Ending(status=JobStatus.COMPLETED, result=JobResult(exit_code=0, details=details))
         try:
-            invocation = commands.build(spec, borg=self.ctx.settings.borg, now=now)
+            invocation = commands.build(spec, borg=self.ctx.borg, now=now)
         except BadJob as e:
             self.executor_line(e.message, level="error")
             return self._failed(e.kind, e.message, e.hint)
         if self._cancel.is_set():
             return self._cancelled_before_start()
-        passphrase: str | None = None
-        if spec.repository is not None and spec.repository.has_passphrase:
-            try:
-                # The api may be restarting: the source retries for a while, and a cancel
-                # meanwhile must not wait for it.
-                passphrase, cancelled = await self._unless_cancelled(self.ctx.secrets.passphrase(self.job_id))
-            except SecretUnavailable as e:
-                message = f"could not fetch the repository passphrase: {e}"
-                self.executor_line(message, level="error")
-                return self._failed("secret_unavailable", message)
-            if cancelled or self._cancel.is_set():
-                return self._cancelled_before_start()
+        passphrase = await self._passphrase()
+        if isinstance(passphrase, Ending):
+            return passphrase
         data_dir = Path(self.ctx.settings.data_dir or default_data_dir())
         # The passphrase lives on only in this mapping, which goes to borg and nowhere else.
         env = commands.borg_environment(self.ctx.environ, data_dir=data_dir, passphrase=passphrase)
@@ -214,7 +268,13 @@ class JobRun:
         done_before = await self._created_by_earlier_attempt(env)
         if done_before is not None:
             return done_before
-        ending = await self._main(invocation, env, now)
+        try:
+            ending = await self._main(invocation, env, now)
+            ending = await self._after_dumps(ending, env)
+            ending = await measure(self.ctx.borg, spec, ending, env, self.out, self)
+        finally:
+            if self.dumps is not None:  # whatever happened: no dump left running, no FIFO left behind
+                await self.dumps.close()
         if self.scripts is not None and self.scripts.post_scripts:
             # After success and failure alike (cleanup, such as unmounting a snapshot,
             # must happen either way); a failing one never hides a failure.
@@ -236,13 +296,56 @@ class JobRun:
             ending = endings.with_warnings(ending, problems, {}) if problems else ending
         return ending
 
+    async def _passphrase(self) -> str | Ending | None:
+        """The repository's passphrase (None: it has none), or how the job ends when it cannot be had."""
+        repo = self.spec.repository
+        if repo is None or not repo.has_passphrase:
+            return None
+        try:
+            # The api may be restarting: the source retries for a while, and a cancel
+            # meanwhile must not wait for it.
+            passphrase, cancelled = await self._unless_cancelled(self.ctx.secrets.passphrase(self.job_id))
+        except SecretUnavailable as e:
+            message = f"could not fetch the repository passphrase: {e}"
+            self.executor_line(message, level="error")
+            return self._failed("secret_unavailable", message)
+        if cancelled or self._cancel.is_set():
+            return self._cancelled_before_start()
+        return passphrase
+
+    async def _run_plugin(self, plugin: jobs.Plugin) -> Ending:
+        """A job type that is not plain borg: handed over whole (services/executor/jobs)."""
+        if self._cancel.is_set():
+            return self._cancelled_before_start()
+        passphrase = await self._passphrase() if plugin.wants_passphrase else None
+        if isinstance(passphrase, Ending):
+            return passphrase
+        job = jobs.PluginJob(
+            spec=self.spec,
+            output=self.out,
+            cancel=self._cancel,
+            cancel_request=lambda: self.cancel_request or CancelRequest(),
+            data_dir=Path(self.ctx.settings.data_dir or default_data_dir()),
+            environ=self.ctx.environ,
+            facts=self.ctx.current_facts(),
+            hints=self.hints,
+            borg=self.ctx.borg,
+            grace_s=self.ctx.options.cancel_grace_s,
+            passphrase=passphrase,
+            tracker=self,
+            secrets=lambda: self.ctx.secrets.secrets(self.job_id),
+            borg_changed=self.ctx.borgs.refresh,
+        )
+        del passphrase
+        return await plugin.run(job)
+
     async def _created_by_earlier_attempt(self, env: dict[str, str]) -> Ending | None:
         """A retried backup whose failed attempt's archive exists after all: completed, nothing run."""
         archive = retries.archive_to_look_for(self.spec)
         if archive is None or self.spec.retry_of is None:
             return None
         self.executor_line(f"this retries job {self.spec.retry_of}: looking for its archive {archive} first")
-        exists = await retries.archive_exists(self.ctx.settings.borg, self.spec, archive, env, self.out, self)
+        exists = await retries.archive_exists(self.ctx.borg, self.spec, archive, env, self.out, self)
         if not exists:
             if exists is False:
                 self.executor_line(f"archive {archive} is not in the repository: backing up")
@@ -285,7 +388,7 @@ class JobRun:
                     for path in missing:
                         self.executor_line(f"source path {path} does not exist on this agent: skipped", level="warning")
                     run_spec = msgspec.structs.replace(spec, plan=msgspec.structs.replace(spec.plan, paths=present))
-                    invocation = commands.build(run_spec, borg=self.ctx.settings.borg, now=now)
+                    invocation = commands.build(run_spec, borg=self.ctx.borg, now=now)
             if spec.type == "restore" and invocation.cwd is not None:
                 made = await asyncio.to_thread(preflight.prepare_destination, invocation.cwd, self.ctx.settings.agent)
                 if made:
@@ -308,21 +411,70 @@ class JobRun:
             run_spec = msgspec.structs.replace(
                 run_spec, plan=msgspec.structs.replace(plan, archive_name=f"{template}.{attempt}")
             )
-            invocation = commands.build(run_spec, borg=self.ctx.settings.borg, now=now)
+            invocation = commands.build(run_spec, borg=self.ctx.borg, now=now)
             self.executor_line(f"archive {taken} already exists (made the same second): trying {invocation.archive}")
             outcome = await self._run_borg(invocation, env)
         if isinstance(outcome, Ending):
             return outcome
         done, ending = outcome
         await self._tidy_up(done, ending, invocation, env)
+        if isinstance(self.reader, CheckReader) and not done.signalled:
+            ending = await self._verdicts_per_archive(self.reader, ending, env)
         if missing:
             warnings = [f"source path {p} does not exist on agent {self.ctx.settings.agent}" for p in missing]
             ending = endings.with_warnings(ending, warnings, {"missing_paths": missing})
         return ending
 
+    async def _start_dumps(self) -> Ending | None:
+        """Start the plan's database dumps (before borg, which reads them); how the job ends if it cannot."""
+        plan = self.spec.plan
+        if self.dumps is not None or self.spec.type != "backup" or plan is None or not plan.databases:
+            return None
+        passwords: dict[str, str] = {}
+        if any(db.has_password for db in plan.databases):
+            try:
+                found, cancelled = await self._unless_cancelled(self.ctx.secrets.secrets(self.job_id))
+            except SecretUnavailable as e:
+                message = f"could not fetch the database passwords: {e}"
+                self.executor_line(message, level="error")
+                return self._failed("secret_unavailable", message)
+            if cancelled or found is None or self._cancel.is_set():
+                return self._cancelled_before_start()
+            passwords = found.databases
+        self.dumps = DumpSession(plan.databases, passwords, self.ctx.environ, self.out, tracker=self)
+        del passwords
+        await self.dumps.start()
+        return None
+
+    async def _after_dumps(self, ending: Ending, env: dict[str, str]) -> Ending:
+        """A backup whose dumps did not all reach the archive fails, and leaves no archive (dumps.conclude)."""
+        repo = self.spec.repository
+        if self.dumps is None or repo is None:
+            return ending
+        ending, stands = await dumps.conclude(
+            self.dumps,
+            ending,
+            borg=self.ctx.borg,
+            location=repo.location,
+            archive=self.archive_tried if ending.status in (JobStatus.COMPLETED, JobStatus.WARNING) else None,
+            env=env,
+            out=self.out,
+            hints=self.hints,
+            lock_wait=self.ctx.options.cleanup_lock_wait_s,
+            tracker=self,
+        )
+        if not stands:
+            self.archive_tried = None  # deleted or broken: a retry must back up again, not find it
+        return ending
+
     async def _run_borg(self, invocation: commands.Invocation, env: dict[str, str]) -> tuple[BorgExit, Ending] | Ending:
         spec = self.spec
-        reader = reader_for(spec, invocation.archive)
+        not_started = await self._start_dumps()
+        if not_started is not None:
+            return not_started
+        if self.dumps is not None:  # `borgflow-dumps` in borg's arguments is relative to the dumps' directory
+            invocation = msgspec.structs.replace(invocation, cwd=self.dumps.cwd)
+        reader = self.reader = reader_for(spec, invocation.archive)
         collector = OutputCollector(reader)
         extra = {"job_id": self.job_id, "type": spec.type}
         where = f" in {invocation.cwd}" if invocation.cwd else ""
@@ -364,6 +516,17 @@ class JobRun:
             and ending.error.kind == "archive_exists"
         )
 
+    async def _verdicts_per_archive(self, reader: CheckReader, ending: Ending, env: dict[str, str]) -> Ending:
+        """A check that named damaged chunks: which archives use them decides their verdicts."""
+        findings = reader.findings
+        if findings is None or not findings.needs_mapping or ending.result is None:
+            return ending
+        reader.verdicts = await damage.map_damage(
+            self.ctx.borg, self.spec, findings, env, self.out, self, cancelled=self._cancel.is_set
+        )
+        details = dict(ending.result.details) | {"verification": as_details(reader.verdicts)}
+        return msgspec.structs.replace(ending, result=msgspec.structs.replace(ending.result, details=details))
+
     async def _tidy_up(
         self, done: BorgExit, ending: Ending, invocation: commands.Invocation, env: dict[str, str]
     ) -> None:
@@ -371,7 +534,7 @@ class JobRun:
         repo = self.spec.repository
         if repo is None or not done.signalled:
             return
-        borg = self.ctx.settings.borg
+        borg = self.ctx.borg
         cancelled_backup = ending.status == JobStatus.CANCELLED and self.spec.type == "backup"
         if cancelled_backup and invocation.archive:
             await cleanup.after_cancelled_backup(
@@ -387,16 +550,6 @@ class JobRun:
         elif done.killed:
             # On shutdown the job is retried; its checkpoints help the retry deduplicate.
             await cleanup.break_lock(borg, repo.location, env, self.out, tracker=self)
-
-    def _ping(self) -> Ending:
-        facts = self.ctx.facts
-        details = {
-            "agent": facts.agent,
-            "host": facts.host,
-            "borg_version": facts.borg_version,
-            "python_version": facts.python_version,
-        }
-        return Ending(status=JobStatus.COMPLETED, result=JobResult(exit_code=0, details=details))
 
     def _cancel_reason(self) -> str:
         return (self.cancel_request or CancelRequest()).describe()

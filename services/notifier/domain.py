@@ -14,7 +14,15 @@ from datetime import datetime
 from typing import Any
 
 from shared.event_filters import filters_of, wants
-from shared.events import AgentStateData, JobStatus, PlanStateData, ScheduleFireData
+from shared.events import (
+    JOB_TYPES,
+    AgentStateData,
+    JobLabels,
+    JobStatus,
+    PlanStateData,
+    ScheduleFireData,
+    StorageData,
+)
 from shared.jobs import JobView
 
 # How many earlier backups of a plan a recovery looks back on (to count the failures).
@@ -45,6 +53,16 @@ def targets_for(targets: Sequence[dict[str, Any]], notice: Notice) -> list[dict[
         for t in targets
         if (notice.project is None or t["project"] == notice.project) and wants(filters_of(t["events"]), notice.key)
     ]
+
+
+def worth_reading(targets: Sequence[dict[str, Any]], outcome: str, labels: JobLabels | None) -> bool:
+    """Whether a job event (`started`, an outcome) may be wanted by a target, decided before
+    its history is read. A terminal event names its job (`labels`); `job.started` does not,
+    so it is worth reading when a target wants `started` of any type."""
+    if labels is not None:
+        key = f"{labels.type}.{outcome}"
+        return any(t["project"] == labels.project and wants(filters_of(t["events"]), key) for t in targets)
+    return any(wants(filters_of(t["events"]), f"{job_type}.{outcome}") for t in targets for job_type in JOB_TYPES)
 
 
 def _size(n: object) -> str:
@@ -159,6 +177,30 @@ def plan_overdue_notice(data: PlanStateData, page_url: str) -> Notice:
     return Notice(
         key="plan.overdue",
         title=f"borgflow: plan {name} is overdue",
+        body="\n".join(lines),
+        project=data.project,
+        job_id=data.job_id,
+    )
+
+
+def storage_notice(data: StorageData, low: bool, page_url: str) -> Notice:
+    """`repository.storage_low` or `repository.storage_recovered` as a notice."""
+    name = data.name or data.repository_id
+    state = "low" if low else "recovered"
+    lines = [
+        f"Repository: {name}",
+        f"Status: storage {state}: {data.free_percent:.1f}% free"
+        f" ({_size(data.disk_free)} of {_size(data.disk_total)}), threshold {data.threshold_percent:g}%",
+    ]
+    if low:
+        lines.append(
+            "What to do: prune and compact the repository, move it to a larger disk, or free space on its"
+            " file system before backups fail with no_space."
+        )
+    lines.append(f"Details: {page_url}/repositories")
+    return Notice(
+        key=f"repository.storage_{state}",
+        title=f"borgflow: repository {name} storage {state}",
         body="\n".join(lines),
         project=data.project,
         job_id=data.job_id,

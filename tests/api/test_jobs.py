@@ -10,6 +10,7 @@ from nats.js.errors import NotFoundError
 
 from shared import bus
 from shared.events import (
+    JobCompleted,
     JobError,
     JobFailed,
     JobLog,
@@ -77,6 +78,24 @@ async def test_plan_queue_behaviour(client: Client, js: JetStreamContext, pool: 
     full = await client.post("/api/jobs", json={"type": "backup", "plan_id": queue_plan["id"]})
     assert full.status_code == 409 and "queue full" in full.json()["detail"]
     assert await jobs_stream_count(js) == before
+
+
+async def test_a_backup_that_ended_on_the_stream_does_not_refuse_the_next_before_the_projector_caught_up(
+    client: Client, js: JetStreamContext, pool: asyncpg.Pool
+) -> None:
+    repo = await make_repository(client)
+    plan = await make_plan(client, repo["id"], name="lagging")
+    first = (await client.post("/api/jobs", json={"type": "backup", "plan_id": plan["id"]})).json()["id"]
+    running = await advance(js, pool, first, JobSent(job_id=first, data=SentData(agent="local")))
+    refused = await client.post("/api/jobs", json={"type": "backup", "plan_id": plan["id"]})
+    assert refused.status_code == 409 and running.status == "sent"  # a live one still refuses
+    # It completes on the stream; its row still says sent (no projector runs here).
+    await bus.publish(js, JobStarted(job_id=first, data=StartedData(agent="local")))
+    await bus.publish(js, JobCompleted(job_id=first, data=OutcomeData()))
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT status FROM jobs WHERE id = $1", first) == "sent"
+    second = await client.post("/api/jobs", json={"type": "backup", "plan_id": plan["id"]})
+    assert second.status_code == 201, second.text
 
 
 async def test_cancel_a_queued_job(client: Client, js: JetStreamContext) -> None:

@@ -61,7 +61,8 @@ TERMINAL_EVENTS = {f"job.{s.value}" for s in TERMINAL}
 
 @dataclass
 class SecretServer:
-    """GET /api/jobs/{id}/secret → {"passphrase": ...}, 401 without the right bearer token.
+    """GET /api/jobs/{id}/secret → {"passphrase": ...}, 401 without the right bearer token;
+    GET /api/tokens/self says the token is agent a1's.
 
     While `unavailable` > 0 it answers 503 (with `retry_after` as Retry-After, if set) and
     counts down, as the api does while its database or NATS restarts.
@@ -82,6 +83,12 @@ def secret_server() -> Iterator[SecretServer]:
         def do_GET(self) -> None:
             parts = self.path.strip("/").split("/")
             authorized = self.headers.get("Authorization") == f"Bearer {TOKEN}"
+            if parts == ["api", "tokens", "self"]:  # the executor asks once what its token is
+                if authorized:
+                    self._answer(200, {"id": "t1", "name": "a1", "role": "agent", "agent": AGENT})
+                else:
+                    self._answer(401, {"detail": "bad token"})
+                return
             job_id = parts[2] if len(parts) == 4 and parts[:2] == ["api", "jobs"] and parts[3] == "secret" else ""
             state.requests.append((job_id, authorized))
             if state.unavailable > 0:

@@ -38,7 +38,8 @@ async def test_a_backup_with_some_paths_missing_backs_up_the_rest_and_warns(
     result = job.result
     assert result is not None and result.exit_code == 0
     assert result.warnings == [f"source path {gone} does not exist on agent a1"]
-    assert result.details == {"missing_paths": [gone]}
+    assert result.details["missing_paths"] == [gone]
+    assert result.details["sources"] == {"paths": [gone, str(template.src)], "exclude": ["*.tmp"]}
     assert result.archive is not None and result.stats["nfiles"] > 30
     assert (await archive_names(executor, repo))[-1] == result.archive
     started = next(line.message for line in job_log(executor, job.id) if line.message.startswith("starting "))
@@ -63,9 +64,31 @@ async def test_a_backup_with_an_estimate_reports_percent_and_eta(
     job = await harness.run_job(harness.spec("backup", repo, plan, estimate=estimate))
     assert job.status == "completed", job.error
     running = [p for p in job_progress(harness, job.id)[:-1] if p.original_size is not None]
-    assert running and all(p.percent is not None and p.percent <= 50.0 for p in running)
+    assert running and all(p.percent is not None and p.percent <= 50.0 and p.estimated for p in running)
     assert any(p.eta_s is not None and p.eta_s > 0 and (p.percent or 0) > 0 for p in running)
     assert job.progress is not None and (job.progress.percent, job.progress.eta_s) == (100.0, 0.0)
+
+
+async def test_a_backup_past_its_estimate_drops_the_percent_instead_of_pinning_it(
+    harness: Executor, template: Template, tmp_path: Path
+) -> None:
+    # The folder held 8 MiB when the estimate's archive was made; it now holds 32 MiB.
+    harness.options = msgspec.structs.replace(harness.options, progress_interval_s=0.0)
+    harness.start()
+    src = tmp_path / "grown"
+    src.mkdir()
+    for n in range(4):
+        (src / f"random{n}.bin").write_bytes(os.urandom(8 << 20))
+    repo = harness.copy_of(template)
+    plan = harness.plan(repo, [str(src)], compression="zstd,10")
+    estimate = Estimate(original_size=8 << 20, nfiles=1, paths=[str(src)], exclude=[])
+    job = await harness.run_job(harness.spec("backup", repo, plan, estimate=estimate))
+    assert job.status == "completed", job.error
+    running = [p for p in job_progress(harness, job.id)[:-1] if p.original_size is not None]
+    past = [p for p in running if p.original_size is not None and p.original_size >= 8 << 20]
+    assert past and all(p.percent is None and p.eta_s is None and not p.estimated for p in past)
+    assert all(p.percent is None or p.percent < 99 for p in running)
+    assert job.progress is not None and job.progress.percent is None  # never made up, not even at the end
 
 
 async def test_a_backup_without_an_estimate_has_no_percent(executor: Executor, template: Template) -> None:

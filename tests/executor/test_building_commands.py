@@ -230,7 +230,18 @@ def test_an_agents_timings_are_tunable_from_its_environment() -> None:
         ),
         (
             spec("prune", keep_daily=7, keep_last=0, keep_within="2d", keep_yearly=None),
-            ["prune", "--log-json", "--list", "--info", "--keep-within=2d", "--keep-daily=7", "--", "/srv/repo"],
+            [
+                "prune",
+                "--log-json",
+                "--list",
+                "--info",
+                "--progress",
+                "--stats",
+                "--keep-within=2d",
+                "--keep-daily=7",
+                "--",
+                "/srv/repo",
+            ],
             None,
         ),
         (
@@ -245,6 +256,8 @@ def test_an_agents_timings_are_tunable_from_its_environment() -> None:
                 "--log-json",
                 "--list",
                 "--info",
+                "--progress",
+                "--stats",
                 "--keep-last=3",
                 "--glob-archives=web[*]db-*",
                 "--",
@@ -257,7 +270,7 @@ def test_an_agents_timings_are_tunable_from_its_environment() -> None:
             spec(
                 "prune", plan=PlanRef(id="p", name="web", repository_id="r1", archive_name="{now}-{plan}"), keep_last=3
             ),
-            ["prune", "--log-json", "--list", "--info", "--keep-last=3", "--", "/srv/repo"],
+            ["prune", "--log-json", "--list", "--info", "--progress", "--stats", "--keep-last=3", "--", "/srv/repo"],
             None,
         ),
         (spec("compact"), ["compact", "--log-json", "--progress", "--info", "--", "/srv/repo"], None),

@@ -225,3 +225,30 @@ async def test_a_remote_repositorys_lock_is_never_broken_automatically(tmp_path:
     [(message, level, source)] = out.lines
     assert level == "warning" and source == "executor"
     assert f"`borg break-lock {location}`" in message and "not broken automatically" in message
+
+
+async def test_borg_is_stopped_for_a_job_that_was_ended_elsewhere(
+    harness: Executor, locked_repo: RepositoryRef, tmp_path: Path
+) -> None:
+    """Cut off long enough, an agent's running job is failed as agent_lost; once the agent sees
+    that, its borg must not go on, and its own late outcome is dropped."""
+    harness.start()
+    src = tmp_path / "data"
+    src.mkdir()
+    spec = harness.spec("backup", locked_repo, harness.plan(locked_repo, [str(src)]), lock_wait=60)
+    await harness.send(spec)
+    await _borg_running(harness, spec.id)
+    lost = ev.JobFailed(
+        job_id=spec.id,
+        data=ev.OutcomeData(error=ev.JobError(kind="agent_lost", message="agent a1 stopped sending heartbeats")),
+    )
+    await bus.publish(harness.js, lost, expect_last_seq=await bus.last_job_seq(harness.js, spec.id))
+    log_subject = f"borgflow.logs.{spec.id}"
+    await eventually(
+        lambda: any(b"ended elsewhere" in m.data for m in harness.seen if m.subject == log_subject),
+        timeout=15,
+        what="the executor stopping borg",
+    )
+    await eventually(lambda: not harness.on_record(), timeout=15, what="the job off the executor's record")
+    kinds = await job_types(harness.js, spec.id)
+    assert kinds[-1] == "job.failed" and kinds.count("job.failed") == 1 and "job.cancelled" not in kinds

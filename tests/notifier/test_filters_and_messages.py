@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from services.notifier.domain import Notice, job_notice, recovery, targets_for
+from services.notifier.domain import Notice, job_notice, recovery, storage_notice, targets_for, worth_reading
 from shared import events as ev
 from shared.event_filters import DEFAULT_EVENTS, filters_of, valid, wants
 from shared.jobs import JobView
@@ -122,3 +122,33 @@ def test_a_backup_message_has_what_a_person_needs() -> None:
 )
 def test_what_counts_as_a_recovery(previous: list[str], overdue: bool, said: str | None) -> None:
     assert recovery(previous, overdue) == said
+
+
+def test_a_job_event_nobody_listens_to_is_not_worth_reading_its_history() -> None:
+    targets = [
+        {"project": "default", "events": ["backup.failed"]},
+        {"project": "ops", "events": ["*.failed", "check.started"]},
+    ]
+    backup = ev.JobLabels(type="backup", agent="a1")
+    prune_ops = ev.JobLabels(type="prune", agent="a1", project="ops")
+    assert worth_reading(targets, "failed", backup)
+    assert not worth_reading(targets, "cancelled", backup)
+    assert not worth_reading(targets, "failed", ev.JobLabels(type="prune", agent="a1"))
+    assert worth_reading(targets, "failed", prune_ops)
+    # job.started names no job type: worth it when some target wants a start of any type
+    assert worth_reading(targets, "started", None)
+    assert not worth_reading(targets[:1], "started", None)
+    assert not worth_reading([], "failed", backup)
+
+
+def test_storage_alerts_are_notices_targets_hear_by_default() -> None:
+    data = ev.StorageData(
+        repository_id="r1", name="main", job_id="j1", free_percent=4.2, threshold_percent=10,
+        disk_free=42_000_000_000, disk_total=1_000_000_000_000,
+    )  # fmt: skip
+    low = storage_notice(data, True, "http://bf")
+    assert low.key == "repository.storage_low" and wants(DEFAULT_EVENTS, low.key)
+    assert "main" in low.title and "4.2% free (42.0 GB of 1.0 TB), threshold 10%" in low.body
+    recovered = storage_notice(data, False, "http://bf")
+    assert recovered.key == "repository.storage_recovered" and valid(recovered.key)
+    assert not wants(DEFAULT_EVENTS, recovered.key)

@@ -1,4 +1,4 @@
-"""Events beyond jobs: missed schedules, offline agents, overdue plans, and recoveries."""
+"""Events beyond jobs: missed schedules, offline agents, overdue plans, low storage, and recoveries."""
 
 from __future__ import annotations
 
@@ -71,8 +71,10 @@ async def test_missed_schedules_offline_agents_and_overdue_plans_are_notified(
     p = plan()
     detail = "no backup of plan web succeeded for 1 d (last success: never)"
     await bus.publish(js, ev.PlanOverdue(data=ev.PlanStateData(plan_id=p.id, name="web", detail=detail)))
+    low = ev.StorageData(repository_id=REPO.id, name=REPO.name, free_percent=3.5, threshold_percent=10)
+    await bus.publish(js, ev.RepositoryStorageLow(data=low))
 
-    await eventually(lambda: count(defaults, 3), what="the three events at the default target")
+    await eventually(lambda: count(defaults, 4), what="the four events at the default target")
     by_title = {b["title"]: b["message"] for b in defaults.bodies}
     missed = by_title["borgflow: schedule web nightly missed a run"]
     assert "Fire time: 2026-11-23 03:00:00 UTC" in missed and f"Reason: {reason}" in missed
@@ -80,6 +82,7 @@ async def test_missed_schedules_offline_agents_and_overdue_plans_are_notified(
     assert "Last seen: 2026-11-23 16:20:05 UTC" in offline and f"{PAGE_URL}/queue" in offline
     overdue = by_title["borgflow: plan web is overdue"]
     assert "Last success: never" in overdue and detail in overdue
+    assert "3.5% free" in by_title["borgflow: repository offsite storage low"]
     await eventually(lambda: count(schedules_only, 1), what="the schedules-only target")
     assert schedules_only.titles() == ["borgflow: schedule web nightly missed a run"]
     assert backups_only.bodies == []

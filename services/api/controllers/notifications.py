@@ -6,16 +6,16 @@ without `url`, or with the masked form a GET showed, keeps the stored one.
 
 from __future__ import annotations
 
-from typing import Any
-
 import asyncpg
 import msgspec
 from litestar import Controller, Response, delete, get, post, put
+from litestar.openapi.datastructures import ResponseSpec
 
-from services.api import filters, queries, scope
+from services.api import filters, patches, queries, scope
 from services.api.auth import READ, WRITE, Principal, project_scope
 from services.api.controllers import safe_id
 from services.api.errors import Invalid, NotFound
+from services.api.patches import NotificationPatch
 from services.api.runtime import Runtime
 from services.api.schemas import (
     Delivery,
@@ -95,12 +95,12 @@ class NotificationController(Controller):
 
     @put("/{notification_id:str}", opt={"permission": WRITE})
     async def update(
-        self, rt: Runtime, principal: Principal, notification_id: str, data: dict[str, Any]
+        self, rt: Runtime, principal: Principal, notification_id: str, data: NotificationPatch
     ) -> Notification:
         """Change the fields given; without `url` (or with the masked one) the stored URL stays."""
         row = await _row(rt, notification_id, principal)
         current = {k: row[k] for k in NotificationCreate.__struct_fields__}
-        given = {k: v for k, v in data.items() if k not in READ_ONLY}
+        given = {k: v for k, v in patches.given(data).items() if k not in READ_ONLY}
         if "url" in given and given["url"] == apprise_targets.masked(row["url"]):
             del given["url"]  # sent back as a GET showed it
         try:
@@ -124,7 +124,12 @@ class NotificationController(Controller):
             if not await queries.delete_notification(conn, notification_id):
                 raise NotFound(f"no notification target {notification_id}")
 
-    @post("/{notification_id:str}/test", status_code=200, opt={"permission": WRITE})
+    @post(
+        "/{notification_id:str}/test",
+        status_code=200,
+        opt={"permission": WRITE},
+        responses={502: ResponseSpec(SendResult, description="The target did not take the message: `detail` says why")},
+    )
     async def test(self, rt: Runtime, principal: Principal, notification_id: str) -> Response[SendResult]:
         """Send a test message now: 200 when delivered, 502 with what went wrong."""
         row = await _row(rt, notification_id, principal)

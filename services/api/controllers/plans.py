@@ -9,10 +9,11 @@ import asyncpg
 import msgspec
 from litestar import Controller, delete, get, post, put
 
-from services.api import queries, scope
+from services.api import patches, plan_databases, queries, scope
 from services.api.auth import READ, WRITE, Principal, project_scope
 from services.api.controllers import safe_id
 from services.api.errors import Conflict, Invalid, NotFound
+from services.api.patches import PlanPatch
 from services.api.runtime import Runtime
 from services.api.schemas import Plan, PlanCreate, PlanList
 from shared import ids
@@ -55,6 +56,7 @@ def _check(body: PlanCreate) -> None:
     for field in ("exclude", "pre_scripts", "post_scripts"):
         if any(not item.strip() for item in getattr(body, field)):
             raise Invalid(f"{field}: entries must not be empty", field)
+    plan_databases.check(body.databases)
 
 
 async def _project_of_repository(rt: Runtime, repository_id: str, principal: Principal) -> str:
@@ -65,9 +67,11 @@ async def _project_of_repository(rt: Runtime, repository_id: str, principal: Pri
     return str(repo["project"])
 
 
-def _config(plan_id: str, body: PlanCreate) -> dict[str, Any]:
+def _config(plan_id: str, body: PlanCreate, with_password: set[str] | None = None) -> dict[str, Any]:
+    """The plan as jobs snapshot it; its databases' passwords are not in it (`with_password` says which have one)."""
     ref = msgspec.convert(msgspec.to_builtins(body) | {"id": plan_id}, PlanRef)
     config: dict[str, Any] = msgspec.to_builtins(ref)
+    config["databases"] = plan_databases.config(body.databases, with_password or set())
     return config
 
 
@@ -79,20 +83,22 @@ class PlanController(Controller):
     path = "/api/plans"
     tags = ("plans",)
 
-    @post(opt={"permission": WRITE})
+    @post(opt={"permission": WRITE, "conflict": True})
     async def create(self, rt: Runtime, principal: Principal, data: PlanCreate) -> Plan:
         _check(data)
         project = await _project_of_repository(rt, data.repository_id, principal)
         plan_id = ids.new_id()
         try:
-            await queries.insert_plan(
-                rt.pool,
-                plan_id=plan_id,
-                project=project,
-                name=data.name,
-                repository_id=data.repository_id,
-                config=_config(plan_id, data),
-            )
+            async with queries.connection(rt.pool) as conn, conn.transaction():
+                await queries.insert_plan(
+                    conn,
+                    plan_id=plan_id,
+                    project=project,
+                    name=data.name,
+                    repository_id=data.repository_id,
+                    config=_config(plan_id, data, plan_databases.kept(data.databases, set())),
+                )
+                await plan_databases.write(rt, conn, plan_id, data.databases)
         except asyncpg.UniqueViolationError:
             raise _duplicate(data.name, project) from None
         except asyncpg.ForeignKeyViolationError:  # the repository went in between
@@ -107,13 +113,13 @@ class PlanController(Controller):
     async def get_one(self, rt: Runtime, principal: Principal, plan_id: str) -> Plan:
         return _plan(await _row(rt, plan_id, principal))
 
-    @put("/{plan_id:str}", opt={"permission": WRITE})
-    async def update(self, rt: Runtime, principal: Principal, plan_id: str, data: dict[str, Any]) -> Plan:
+    @put("/{plan_id:str}", opt={"permission": WRITE, "conflict": True})
+    async def update(self, rt: Runtime, principal: Principal, plan_id: str, data: PlanPatch) -> Plan:
         """Change the fields given; the others keep their values."""
         row = await _row(rt, plan_id, principal)
         current = {k: v for k, v in row["config"].items() if k != "id"}
         # A plan as GET shows it may be sent back whole: its read-only fields are ignored.
-        given = {k: v for k, v in data.items() if k not in READ_ONLY}
+        given = {k: v for k, v in patches.given(data).items() if k not in READ_ONLY}
         try:
             body = msgspec.convert(current | given, PlanCreate)
         except msgspec.ValidationError as e:
@@ -122,21 +128,25 @@ class PlanController(Controller):
         _check(body)
         project = await _project_of_repository(rt, body.repository_id, principal)
         try:
-            await queries.update_plan(
-                rt.pool,
-                plan_id,
-                project=project,
-                name=body.name,
-                repository_id=body.repository_id,
-                config=_config(plan_id, body),
-            )
+            async with queries.connection(rt.pool) as conn, conn.transaction():
+                await queries.lock_plan(conn, plan_id, exclusive=True)  # two PUTs: one after the other
+                with_password = plan_databases.kept(body.databases, await plan_databases.stored(conn, plan_id))
+                await queries.update_plan(
+                    conn,
+                    plan_id,
+                    project=project,
+                    name=body.name,
+                    repository_id=body.repository_id,
+                    config=_config(plan_id, body, with_password),
+                )
+                await plan_databases.write(rt, conn, plan_id, body.databases)
         except asyncpg.UniqueViolationError:
             raise _duplicate(body.name, project) from None
         except asyncpg.ForeignKeyViolationError:
             raise Invalid(f"repository_id: no repository with id {body.repository_id!r}", "repository_id") from None
         return _plan(await _row(rt, plan_id, principal))
 
-    @delete("/{plan_id:str}", opt={"permission": WRITE})
+    @delete("/{plan_id:str}", opt={"permission": WRITE, "conflict": True})
     async def remove(self, rt: Runtime, principal: Principal, plan_id: str) -> None:
         await _row(rt, plan_id, principal)
         async with queries.connection(rt.pool) as conn, conn.transaction():
