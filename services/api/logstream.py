@@ -1,8 +1,7 @@
 """Reading a job's log from BORGFLOW_LOGS (subject `borgflow.logs.<job_id>`).
 
 Each message is a `job.log` envelope carrying a batch of lines. A download reads
-with an ordered consumer up to the last message present when it started; a follow
-keeps reading live lines until the job is finished and its log drained.
+what the stream holds with direct gets; a follow adds live lines until the job is finished.
 """
 
 from __future__ import annotations
@@ -16,9 +15,8 @@ import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError as NatsNotFound
 
-from shared import bus
+from shared import bus, direct
 from shared.events import TERMINAL, JobLog, LogLine, decode
 from shared.streams import LOGS
 
@@ -43,75 +41,81 @@ def format_line(line: LogLine) -> str:
     return f"{format_time(line.at)} {line.level.upper():<5} [{line.source}] {line.message}\n"
 
 
-def lines_of(msg: Msg) -> list[LogLine]:
+def _decoded(data: bytes, subject: str) -> JobLog | None:
     try:
-        event = decode(msg.data)
+        event = decode(data)
     except msgspec.MsgspecError:
-        log.warning("skipping a malformed log message", extra={"subject": msg.subject})
-        return []
-    return list(event.data.lines) if isinstance(event, JobLog) else []
+        log.warning("skipping a malformed log message", extra={"subject": subject})
+        return None
+    return event if isinstance(event, JobLog) else None
 
 
-async def last_seq(js: JetStreamContext, job_id: str) -> int:
-    """Sequence of the job's last log message, 0 when it has none."""
-    try:
-        msg = await js.get_last_msg(LOGS, log_subject(job_id))
-    except NatsNotFound:
-        return 0
-    return int(msg.seq or 0)
+async def _stored_logs(js: JetStreamContext, job_id: str) -> AsyncIterator[JobLog]:
+    """The job's log messages the stream holds now, oldest first, a batch of direct gets at a time."""
+    nc, after = bus.nc_of(js), 0
+    while True:
+        got = await direct.batch(nc, LOGS, log_subject(job_id), after)
+        for stored in got:
+            event = _decoded(stored.data, stored.subject)
+            if event is not None:
+                yield event
+        if len(got) < direct.BATCH:
+            return
+        after = got[-1].seq
 
 
 async def read_log(js: JetStreamContext, job_id: str) -> AsyncIterator[LogLine]:
     """Every line the job's log holds now, oldest first."""
-    bound = await last_seq(js, job_id)
-    if bound == 0:
-        return
-    sub = await js.subscribe(log_subject(job_id), stream=LOGS, ordered_consumer=True)
-    try:
-        while True:
-            try:
-                msg = await sub.next_msg(timeout=DRAIN_TIMEOUT_S)
-            except TimeoutError:
-                return  # the bound's message went (retention) while we read
-            for line in lines_of(msg):
-                yield line
-            if msg.metadata.sequence.stream >= bound or msg.metadata.num_pending == 0:
-                return
-    finally:
-        await sub.unsubscribe()
+    async for event in _stored_logs(js, job_id):
+        for line in event.data.lines:
+            yield line
 
 
 async def follow_log(js: JetStreamContext, nc: NATS, job_id: str) -> AsyncIterator[LogLine]:
-    """Every line from the start, then live ones; ends once the job is finished and drained."""
-    queue: asyncio.Queue[Msg | None] = asyncio.Queue()
+    """Every line from the start, then live ones; ends once the job is finished and its lines are in.
+
+    Live lines come over plain subscriptions (no consumer); what the stream held before is
+    read with direct gets, and a message seen both ways is told apart by its envelope id.
+    The executor publishes a job's last lines before its outcome, on one connection, so
+    once the outcome is here every line before it is here too.
+    """
+    queue: asyncio.Queue[JobLog | None] = asyncio.Queue()
 
     async def on_log(msg: Msg) -> None:
-        queue.put_nowait(msg)
+        event = _decoded(msg.data, msg.subject)
+        if event is not None:
+            queue.put_nowait(event)
 
     async def on_job_event(msg: Msg) -> None:
         if msg.subject.rsplit(".", 1)[-1] in TERMINAL_EVENTS:
             queue.put_nowait(None)
 
-    # Watch for the end before reading, so a job finishing in between is not missed.
+    # Listen before reading, so nothing published in between is missed.
     job_sub = await nc.subscribe(f"borgflow.jobs.{job_id}.*", cb=on_job_event)
-    log_sub = await js.subscribe(log_subject(job_id), stream=LOGS, ordered_consumer=True, cb=on_log)
-    view = await bus.load_job(js, job_id)
-    if view is None or view.status in TERMINAL:
-        queue.put_nowait(None)
-    seen = 0
-    bound: int | None = None
+    log_sub = await nc.subscribe(log_subject(job_id), cb=on_log)
     try:
-        while bound is None or seen < bound:
-            try:
-                item = await asyncio.wait_for(queue.get(), DRAIN_TIMEOUT_S) if bound else await queue.get()
-            except TimeoutError:
-                return
-            if item is None:
-                bound = await last_seq(js, job_id)
-                continue
-            seen = max(seen, item.metadata.sequence.stream)
-            for line in lines_of(item):
+        seen: set[str] = set()
+        async for event in _stored_logs(js, job_id):
+            seen.add(event.id)
+            for line in event.data.lines:
                 yield line
+        view = await bus.load_job(js, job_id)
+        if view is None or view.status in TERMINAL:
+            queue.put_nowait(None)
+        while True:
+            item = await queue.get()
+            if item is None:
+                break
+            if item.id not in seen:
+                seen.add(item.id)
+                for line in item.data.lines:
+                    yield line
+        while not queue.empty():  # lines that came with the end
+            item = queue.get_nowait()
+            if item is not None and item.id not in seen:
+                seen.add(item.id)
+                for line in item.data.lines:
+                    yield line
     finally:
         await log_sub.unsubscribe()
         await job_sub.unsubscribe()

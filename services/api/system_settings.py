@@ -79,18 +79,18 @@ def changed(current: SystemSettings, body: Any) -> SystemSettings:
     return new
 
 
-async def publish(js: JetStreamContext, settings: SystemSettings) -> None:
-    """Apply stream limits and put the settings where every service watches them."""
-    await ensure_streams(js, settings)
+async def publish(js: JetStreamContext, settings: SystemSettings, replicas: int = 1) -> None:
+    """Apply stream limits (and replicas) and put the settings where every service watches them."""
+    await ensure_streams(js, settings, replicas)
     await livesettings.put_settings(js, settings)
 
 
-async def update(conn: asyncpg.Connection, js: JetStreamContext, body: Any) -> SystemSettings:
+async def update(conn: asyncpg.Connection, js: JetStreamContext, body: Any, replicas: int = 1) -> SystemSettings:
     """Apply a (partial) body: validate, store, publish. The row commits only once NATS has it."""
     async with conn.transaction():
         # One change at a time, so two partial updates cannot lose each other's fields.
         await queries.lock_settings(conn)
         new = changed(await load(conn), body)
         await queries.put_system_settings(conn, msgspec.to_builtins(new))
-        await publish(js, new)
+        await publish(js, new, replicas)
     return new

@@ -1,4 +1,4 @@
-"""The client commands' arguments, and running one: `borgflow jobs|backup|queue`."""
+"""The client commands' arguments, and running one: `borgflow jobs|backup|queue|repo`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from services.client.api import EXIT_AUTH, EXIT_REFUSED, EXIT_UNREACHABLE
 
-COMMANDS = ("jobs", "backup", "queue")
+COMMANDS = ("jobs", "backup", "queue", "repo")
 EPILOG = (
     "The api is $BORGFLOW_API_URL (default http://127.0.0.1:8080); the token is $BORGFLOW_TOKEN "
     "(default: the admin-token file `borgflow up` writes into its default data dir). "
@@ -52,6 +52,26 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     queue = sub.add_parser("queue", help="the queue at a glance: counts and what runs now", epilog=EPILOG)
     _json(queue)
 
+    repo = sub.add_parser("repo", help="a repository's usage and health", epilog=EPILOG)
+    rsub = repo.add_subparsers(dest="repo_command", required=True, metavar="ACTION")
+    stats = rsub.add_parser(
+        "stats", help="usage, dedup and compression ratios, free space and the projected fill date", epilog=EPILOG
+    )
+    stats.add_argument("repository", metavar="NAME", help="repository name or id")
+    _json(stats)
+    verify = rsub.add_parser(
+        "verify",
+        help="each archive's verification (OK, CORRUPT, MISSING, STALE, UNVERIFIED); --run checks first",
+        epilog=EPILOG + " `repo verify`: 0 every archive OK, 1 some STALE or UNVERIFIED, 2 some CORRUPT or MISSING "
+        "or the check failed.",
+    )
+    verify.add_argument("repository", metavar="NAME", help="repository name or id")
+    verify.add_argument("--run", action="store_true", help="run a check first, show its progress, then the report")
+    verify.add_argument("--data", action="store_true", help="with --run: read all data back (borg --verify-data)")
+    verify.add_argument("--stale", action="store_true", help="with --run: check only stale and unverified archives")
+    verify.add_argument("--archive", action="append", default=[], help="with --run: check this archive (repeatable)")
+    _json(verify)
+
 
 def run(args: argparse.Namespace) -> int:
     """Run one client command; a ClientError becomes its one-line message and exit code."""
@@ -66,8 +86,12 @@ def run(args: argparse.Namespace) -> int:
         "retry": commands.jobs_retry,
         "backup": commands.backup,
         "queue": commands.queue,
+        "repo stats": commands.repo_stats,
+        "repo verify": commands.repo_verify,
     }
     name = args.jobs_command if args.command == "jobs" else args.command
+    if args.command == "repo":
+        name = f"repo {args.repo_command}"
     try:
         api = Api.from_env()
         try:

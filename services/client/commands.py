@@ -1,4 +1,4 @@
-"""The client commands: `borgflow jobs …`, `borgflow backup`, `borgflow queue`.
+"""The client commands: `borgflow jobs …`, `borgflow backup`, `borgflow queue`, `borgflow repo …`.
 
 Each returns the process's exit code; failures raise ClientError (services/client/api.py).
 """
@@ -80,6 +80,8 @@ def _facts(job: dict[str, Any]) -> list[tuple[str, str]]:
         facts.append(("result files", f"{stats['nfiles']:,}"))
     if stats.get("original_size") is not None:
         facts.append(("result size", render.size(stats["original_size"])))
+    if job.get("log_note"):
+        facts.append(("log", f"not kept: {job['log_note']}"))
     error = job.get("error")
     if error:
         facts += [("error", f"{error['kind']}: {error['message']}")]
@@ -141,18 +143,110 @@ def jobs_retry(api: Api, args: argparse.Namespace) -> int:
 
 def find_plan(api: Api, name_or_id: str) -> dict[str, Any]:
     """The plan with this id, else the one plan with this name."""
-    plans: list[dict[str, Any]] = api.get("/api/plans")["items"]
-    by_id = [p for p in plans if p["id"] == name_or_id]
+    return _find(api, "/api/plans", "plan", "plans", name_or_id)
+
+
+def find_repository(api: Api, name_or_id: str) -> dict[str, Any]:
+    """The repository with this id, else the one repository with this name."""
+    return _find(api, "/api/repositories", "repository", "repositories", name_or_id)
+
+
+def _find(api: Api, path: str, one: str, many: str, name_or_id: str) -> dict[str, Any]:
+    items: list[dict[str, Any]] = api.get(path)["items"]
+    by_id = [i for i in items if i["id"] == name_or_id]
     if by_id:
         return by_id[0]
-    named = [p for p in plans if p["name"] == name_or_id]
+    named = [i for i in items if i["name"] == name_or_id]
     if len(named) > 1:
-        projects = ", ".join(sorted(p["project"] for p in named))
-        raise ClientError(f"plans named {name_or_id!r} exist in projects {projects}: give the plan's id")
+        projects = ", ".join(sorted(i["project"] for i in named))
+        raise ClientError(f"{many} named {name_or_id!r} exist in projects {projects}: give the {one}'s id")
     if not named:
-        known = ", ".join(sorted(p["name"] for p in plans)[:10]) or "none"
-        raise ClientError(f"no plan named {name_or_id!r} or with that id (plans: {known})")
+        known = ", ".join(sorted(i["name"] for i in items)[:10]) or "none"
+        raise ClientError(f"no {one} named {name_or_id!r} or with that id ({many}: {known})")
     return named[0]
+
+
+def _ratio(value: float | None) -> str:
+    return f"{value:.2f}x" if value is not None else "-"
+
+
+def repo_stats(api: Api, args: argparse.Namespace) -> int:
+    repo = find_repository(api, args.repository)
+    stats = api.get(f"/api/repositories/{repo['id']}/stats")
+    if args.json:
+        _print_json(stats)
+        return 0
+    if stats["archives"] is None and stats["original_size"] is None:
+        print(f"repository {repo['name']}: not measured yet (a backup, prune or compact measures it)")
+        return 0
+    used, free = stats["disk_used"], stats["disk_free"]
+    disk = "-"
+    if used is not None and free is not None:
+        disk = f"{render.size(used)} used, {render.size(free)} free ({100 * free / max(used + free, 1):.1f}% free)"
+    full = stats["projected_full_at"]
+    facts = [
+        ("repository", f"{repo['name']} ({repo['id']})"),
+        ("archives", str(stats["archives"]) if stats["archives"] is not None else "-"),
+        ("original size", render.size(stats["original_size"])),
+        ("compressed size", render.size(stats["compressed_size"])),
+        ("stored (dedup)", render.size(stats["deduplicated_size"])),
+        ("compression", _ratio(stats["compression_ratio"])),
+        ("deduplication", _ratio(stats["dedup_ratio"])),
+        ("disk", disk),
+        ("full at", render.when(full) if full else "not growing"),
+        ("history", f"{len(stats['history'])} day(s)"),
+    ]
+    width = max(len(k) for k, _ in facts)
+    for key, value in facts:
+        print(f"{key.ljust(width)}  {value}")
+    return 0
+
+
+# `borgflow repo verify`: the worst result decides the exit code.
+VERIFY_EXIT = {"OK": 0, "STALE": 1, "UNVERIFIED": 1, "CORRUPT": 2, "MISSING": 2}
+
+
+def repo_verify(api: Api, args: argparse.Namespace) -> int:
+    repo = find_repository(api, args.repository)
+    if (args.data or args.stale or args.archive) and not args.run:
+        raise ClientError("--data, --stale and --archive go with --run (they choose what the check verifies)")
+    final: dict[str, Any] | None = None
+    if args.run:
+        options: dict[str, Any] = {"verify_data": args.data, "stale_only": args.stale, "archives": args.archive}
+        body = {"type": "check", "repository_id": repo["id"], "trigger": "cli"}
+        job = api.post("/api/jobs", body | {"options": {k: v for k, v in options.items() if v}})
+        print(f"job {job['id']}: check of repository {repo['name']!r}", file=sys.stderr)
+        display = ProgressDisplay(sys.stderr)
+        try:
+            final = wait(api, job, display.show)
+        finally:
+            display.done()
+    report = api.get(f"/api/repositories/{repo['id']}/verification")
+    items: list[dict[str, Any]] = report["items"]
+    if args.json:
+        _print_json(report | ({"job": api.get(_job_path(final["id"]))} if final else {}))
+    else:
+        if final is not None:
+            error = final.get("error")
+            summary = f"job {final['id']} {final['status']}"
+            if error and final["status"] != "completed":
+                summary += f": {error['kind']}: {error['message']}" + (
+                    f" (hint: {error['hint']})" if error.get("hint") else ""
+                )
+            print(summary)
+        if not items:
+            print(f"repository {repo['name']}: no archives known yet (a backup or a check finds them)")
+        else:
+            rows = [
+                [i["archive"], i["result"], render.when(i["verified_at"]) if i["verified_at"] else "never",
+                 render.clip(i["detail"] or "", 70)]
+                for i in items
+            ]  # fmt: skip
+            print(render.table(("ARCHIVE", "RESULT", "VERIFIED", "DETAIL"), rows))
+    worst = max((VERIFY_EXIT[i["result"]] for i in items), default=0)
+    if final is not None and final["status"] in ("failed", "cancelled"):
+        worst = 2
+    return worst
 
 
 def backup(api: Api, args: argparse.Namespace) -> int:

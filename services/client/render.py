@@ -119,10 +119,11 @@ def progress_line(job: dict[str, Any], width: int = 80) -> str:
         head = f"{bar}     ?"
     else:
         filled = round(bar_width * min(100.0, max(0.0, pct)) / 100)
-        head = f"[{'#' * filled}{'.' * (bar_width - filled)}] {pct:5.1f}%"
+        mark = "≈" if p.get("estimated") else ""  # an estimate, from an earlier backup of the same paths
+        head = f"[{'#' * filled}{'.' * (bar_width - filled)}] {mark}{pct:5.1f}%"
     tail = [job["status"] if job["status"] != "running" else ""]
     if job["status"] == "running" and p.get("eta_s") is not None:
-        tail.insert(0, f"ETA {duration(float(p['eta_s']))}")
+        tail.insert(0, f"ETA {'≈' if p.get('estimated') else ''}{duration(float(p['eta_s']))}")
     doing = action(job) or ("starting" if job["status"] == "running" else "")
     text = "  ".join(x for x in [head, doing, *tail] if x)
     return clip(text, max(20, width - 1))

@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 from shared.events import Progress
+from shared.insight import backup_rates
 
 # Where a JSON object starts when borg printed it behind a prompt that had no newline,
 # e.g. `Enter passphrase for key /r: {"type": "log_message", ...}`.
@@ -176,7 +177,33 @@ def parse_create_json(stdout: bytes) -> ParsedResult:
     stats: dict[str, Any] = {k: raw[k] for k in _STAT_KEYS if isinstance(raw.get(k), int)}
     if isinstance(archive.get("duration"), int | float):
         stats["duration"] = archive["duration"]
-    return ParsedResult(archive=_str_or_none(archive.get("name")), stats=stats)
+    stats |= backup_rates(stats)
+    # The repository's totals come with it: no `borg info` needed after a backup.
+    totals = repository_totals(doc)
+    details = {"repository": totals} if totals else {}
+    return ParsedResult(archive=_str_or_none(archive.get("name")), stats=stats, details=details)
+
+
+# `borg info --json` (and `create --json`) cache stats -> the repository's totals, in the
+# names an archive's stats use.
+_TOTALS = {"total_size": "original_size", "total_csize": "compressed_size", "unique_csize": "deduplicated_size"}
+
+
+def repository_totals(doc: Any) -> dict[str, int]:
+    """The repository's total original, compressed and deduplicated sizes from borg's `cache.stats`."""
+    cache = doc.get("cache") if isinstance(doc, dict) else None
+    raw = cache.get("stats") if isinstance(cache, dict) else None
+    if not isinstance(raw, dict):
+        return {}
+    return {name: raw[key] for key, name in _TOTALS.items() if isinstance(raw.get(key), int)}
+
+
+def parse_info_json(stdout: str) -> dict[str, int]:
+    """`borg info --json REPO` stdout: the repository's totals (empty when unreadable)."""
+    try:
+        return repository_totals(msgspec.json.decode(stdout) if stdout.strip() else None)
+    except msgspec.DecodeError:
+        return {}
 
 
 # --------------------------------------------------------------------------- INFO lines
@@ -216,6 +243,20 @@ def parse_size(text: str) -> int | None:
     base: int = 1024 if match["iec"] else 1000
     power: int = _POWERS[match["unit"]]
     return round(float(match["number"]) * float(base) ** power)
+
+
+# `Deleted data:    -128.19 MB    -126.36 MB    -19.57 kB` (prune --stats): original,
+# compressed and deduplicated size of what the pruned archives held.
+_DELETED = re.compile(
+    r"^Deleted data:\s+(?P<original>-?\S+ \S+)\s+(?P<compressed>-?\S+ \S+)\s+(?P<dedup>-?\S+ \S+)\s*$"
+)
+
+
+def parse_deleted(message: str) -> int | None:
+    """Bytes the archives a prune deleted held alone (the deduplicated column), from `--stats`."""
+    match = _DELETED.match(message.strip())
+    size = parse_size(match["dedup"]) if match else None
+    return abs(size) if size is not None else None
 
 
 def parse_freed(message: str) -> tuple[int, str] | None:

@@ -19,9 +19,11 @@ from services.executor.parse import (
     ProgressUpdate,
     advance,
     parse_create_json,
+    parse_deleted,
     parse_freed,
     parse_prune_line,
 )
+from services.executor.verification import ArchiveVerdict, CheckFindings, as_details, requested_archives
 from shared.events import Estimate, JobError, JobSpec, Progress
 
 # borg's --list output and --stats tables: results, not diagnostics.
@@ -65,28 +67,60 @@ class Reader:
 
 
 class BackupReader(Reader):
-    """`borg create`: percent and ETA against the plan's previous backup, stats from --json."""
+    """`borg create`: percent and ETA estimated from an earlier backup of the same paths and
+    excludes (`progress.estimated`), stats from --json, and what it covered in its details
+    (`sources`: the next backup's estimate is taken only from an archive of the same)."""
 
-    def __init__(self, archive: str | None, estimate: Estimate | None) -> None:
+    def __init__(
+        self, archive: str | None, estimate: Estimate | None, sources: dict[str, list[str]] | None = None
+    ) -> None:
         super().__init__(archive)
         self.estimate = estimate
+        self.sources = sources
 
     def progress(self, progress: Progress, update: ProgressUpdate, elapsed_s: float) -> Progress:
         # create's progress_percent lines count a phase (syncing the chunks cache), not the
         # backup: their words make an action, their numbers must not pass for the job's.
         update = msgspec.structs.replace(update, percent=None, current=None, total=None)
         new = advance(progress, update, elapsed_s)
-        fraction = backup_fraction(new, self.estimate)
-        if fraction is None:
-            return new
-        percent = min(MAX_RUNNING_PERCENT, round(fraction * 100, 1))
-        # From the rate so far; once past the estimate, this backup is bigger than the last
-        # one and how much is left cannot be told.
-        eta = round(elapsed_s * (1 - fraction) / fraction, 1) if 0 < fraction < 1 and elapsed_s > 0 else None
-        return msgspec.structs.replace(new, percent=percent, eta_s=eta)
+        return estimated_progress(new, self.estimate, elapsed_s)
 
     def result(self, stdout: bytes) -> ParsedResult:
-        return parse_create_json(stdout)
+        parsed = parse_create_json(stdout)
+        if self.sources is None or parsed.archive is None:
+            return parsed
+        return msgspec.structs.replace(parsed, details=parsed.details | {"sources": self.sources})
+
+
+def estimated_progress(progress: Progress, estimate: Estimate | None, elapsed_s: float) -> Progress:
+    """A running backup's percent and ETA against its estimate, marked `estimated`.
+
+    Nothing to go on: no percent at all. Past the estimate (this backup is bigger than the
+    archive it is estimated from), how much is left cannot be told: the percent and ETA are
+    dropped rather than pinned just under 100.
+    """
+    fraction = backup_fraction(progress, estimate)
+    if fraction is None or fraction >= 1:
+        return msgspec.structs.replace(progress, percent=None, eta_s=None, estimated=None)
+    percent = min(MAX_RUNNING_PERCENT, round(fraction * 100, 1))
+    eta = round(elapsed_s * (1 - fraction) / fraction, 1) if fraction > 0 and elapsed_s > 0 else None
+    return msgspec.structs.replace(progress, percent=percent, eta_s=eta, estimated=True)
+
+
+def sources_of(spec: JobSpec) -> dict[str, list[str]] | None:
+    """What a backup of the spec's plan covers: the estimate of a later one must match it."""
+    if spec.plan is None:
+        return None
+    return {"paths": list(spec.plan.paths), "exclude": list(spec.plan.exclude)}
+
+
+def estimate_for(spec: JobSpec) -> Estimate | None:
+    """The spec's estimate when it is from a backup of the same paths and excludes (or says nothing of them)."""
+    estimate, sources = spec.estimate, sources_of(spec)
+    if estimate is None or sources is None or estimate.paths is None:
+        return estimate
+    same = estimate.paths == sources["paths"] and (estimate.exclude or []) == sources["exclude"]
+    return estimate if same else None
 
 
 def backup_fraction(progress: Progress, estimate: Estimate | None) -> float | None:
@@ -144,12 +178,20 @@ class ExtractReader(Reader):
 class CheckReader(Reader):
     """`borg check`: the error lines it logs are the problems it found."""
 
-    def __init__(self, partial: bool) -> None:
+    def __init__(self, partial: bool, findings: CheckFindings | None = None) -> None:
         super().__init__()
         self.partial = partial
         self.problems: list[str] = []
+        # Per-archive verdicts; None for a repository-only check, which checks no archive.
+        self.findings = findings
+        self.verdicts: list[ArchiveVerdict] | None = None
+        """Set once damaged chunks were mapped onto archives (verification.map_damage)."""
+        self.damaged = False
+        """borg found damage: the run failed as `integrity`, and its verdicts stand."""
 
     def log(self, progress: Progress, entry: LogEntry) -> Progress | None:
+        if self.findings is not None:
+            self.findings.note(entry)
         # What the checkers found, not why borg could not check (a lock, a passphrase).
         found = entry.name in CHECKER_LOGGERS or MSGID_KINDS.get(entry.msgid or "") == "integrity"
         if found and entry.level in ("error", "critical") and len(self.problems) < MAX_PROBLEMS:
@@ -157,10 +199,20 @@ class CheckReader(Reader):
         return None
 
     def details(self) -> dict[str, Any]:
-        return {"problems": list(self.problems), "partial": self.partial}
+        out: dict[str, Any] = {"problems": list(self.problems), "partial": self.partial}
+        if self.findings is not None:
+            verdicts = self.verdicts if self.verdicts is not None else self.findings.verdicts()
+            out["verification"] = as_details(verdicts)
+            out["verify_data"] = self.findings.verify_data
+        return out
 
     def failure_details(self) -> dict[str, Any]:
-        return self.details()
+        details = self.details()
+        if not self.damaged:
+            # borg stopped for another reason (a lock, a lost connection): an archive it was
+            # analyzing was not verified, so no verdict is better than a wrong OK.
+            details.pop("verification", None)
+        return details
 
     def verdict(self, verdict: Verdict, exit_code: int, ctx: HintContext) -> Verdict:
         if exit_code == 0 or exit_code >= SIGNAL_BASE:
@@ -173,6 +225,7 @@ class CheckReader(Reader):
         damaged = verdict.status == "warning" or (error is not None and error.kind == "integrity")
         if not damaged:
             return verdict
+        self.damaged = True
         count = len(self.problems)
         first = self.problems[0] if self.problems else (error.message if error else "problems found")
         lines = f"{count} error line{'s' if count != 1 else ''}"
@@ -192,7 +245,9 @@ class CheckReader(Reader):
 def check_repair_hint(location: str) -> str:
     where = location or "REPOSITORY"
     return (
-        f"The repository is damaged. Copy it first (e.g. `cp -a {where} {where}.bak`), then run a check with "
+        "The repository is damaged: restore what you need from an archive the verification report "
+        "(GET /api/repositories/{id}/verification, `borgflow repo verify NAME`) shows OK. "
+        f"To repair it, copy it first (e.g. `cp -a {where} {where}.bak`), then run a check with "
         f"repair: `borg check --repair {where}`; back up anew afterwards, as repaired files may be incomplete"
     )
 
@@ -204,15 +259,23 @@ class PruneReader(Reader):
         super().__init__()
         self.kept: list[str] = []
         self.pruned: list[str] = []
+        self.deleted_bytes: int | None = None
 
     def log(self, progress: Progress, entry: LogEntry) -> Progress | None:
         if entry.name == LIST_LOGGER and (decision := parse_prune_line(entry.message)) is not None:
             (self.kept if decision.kept else self.pruned).append(decision.archive)
+        elif entry.name == "borg.output.stats" and (deleted := parse_deleted(entry.message)) is not None:
+            # What the pruned archives held alone: the space the next compact gives back.
+            self.deleted_bytes = deleted
+            return msgspec.structs.replace(progress, deduplicated_size=deleted)
         return None
 
     def details(self) -> dict[str, Any]:
         # The projector removes `pruned` names from the repository's archive list.
-        return {"kept": list(self.kept), "pruned": list(self.pruned)}
+        out: dict[str, Any] = {"kept": list(self.kept), "pruned": list(self.pruned)}
+        if self.deleted_bytes is not None:
+            out["deleted_bytes"] = self.deleted_bytes
+        return out
 
 
 class CompactReader(Reader):
@@ -263,13 +326,16 @@ def reader_for(spec: JobSpec, archive: str | None) -> Reader:
     """The reader for a job (`archive` is what the job's command writes or reads)."""
     options = spec.options
     if spec.type == "backup":
-        return BackupReader(archive, spec.estimate)
+        return BackupReader(archive, estimate_for(spec), sources_of(spec))
     if spec.type == "restore":
         return ExtractReader(archive, str(options.get("destination") or ""))
     if spec.type == "restore_check":
         return ExtractReader(archive, None)
     if spec.type == "check":
-        return CheckReader(partial=options.get("max_duration") is not None)
+        partial = bool(options.get("max_duration"))
+        archives = not (partial or options.get("repository_only"))
+        findings = CheckFindings(bool(options.get("verify_data")), requested_archives(spec)) if archives else None
+        return CheckReader(partial=options.get("max_duration") is not None, findings=findings)
     if spec.type == "prune":
         return PruneReader()
     if spec.type == "compact":

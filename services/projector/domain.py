@@ -25,12 +25,36 @@ class ArchiveChange:
 
 
 @dataclass
+class VerificationChange:
+    """One archive's verdict from a finished check (services/executor/verification.py)."""
+
+    repository_id: str
+    archive: str
+    result: str
+    verified_at: datetime
+    job_id: str
+    detail: str = ""
+
+
+@dataclass
+class RepositoryFigures:
+    """A repository's figures as a finished job measured them (services/executor/measure.py)."""
+
+    repository_id: str
+    at: datetime
+    job_id: str
+    figures: dict[str, Any]
+
+
+@dataclass
 class BatchResult:
     """What one batch of job events does to the read model."""
 
     changed: dict[str, JobView] = field(default_factory=dict)
     deleted: set[str] = field(default_factory=set)
     archives: list[ArchiveChange] = field(default_factory=list)
+    figures: list[RepositoryFigures] = field(default_factory=list)
+    verifications: list[VerificationChange] = field(default_factory=list)
     skipped: int = 0
 
 
@@ -48,6 +72,41 @@ def archive_changes(view: JobView) -> list[ArchiveChange]:
         pruned = result.details.get("pruned") or []
         return [ArchiveChange(repo, str(name), removed=True) for name in pruned]
     return []
+
+
+VERDICTS = frozenset({"OK", "CORRUPT", "MISSING"})
+
+
+def verification_changes(view: JobView) -> list[VerificationChange]:
+    """The per-archive verdicts a finished check reports, failed or not (damage fails it)."""
+    if view.type != "check" or not view.repository_id or view.finished_at is None or view.result is None:
+        return []
+    if view.status not in (JobStatus.COMPLETED, JobStatus.WARNING, JobStatus.FAILED):
+        return []
+    out: list[VerificationChange] = []
+    for item in view.result.details.get("verification") or []:
+        if isinstance(item, dict) and isinstance(item.get("archive"), str) and item.get("result") in VERDICTS:
+            out.append(
+                VerificationChange(
+                    view.repository_id,
+                    item["archive"],
+                    str(item["result"]),
+                    view.finished_at,
+                    view.id,
+                    str(item.get("detail") or ""),
+                )
+            )
+    return out
+
+
+def repository_figures(view: JobView) -> RepositoryFigures | None:
+    """The figures a finished job measured of its repository, with the time it finished."""
+    if view.status not in (JobStatus.COMPLETED, JobStatus.WARNING) or not view.repository_id:
+        return None
+    measured = view.result.details.get("repository") if view.result is not None else None
+    if not isinstance(measured, dict) or not measured or view.finished_at is None:
+        return None
+    return RepositoryFigures(view.repository_id, view.finished_at, view.id, dict(measured))
 
 
 def apply_batch(current: dict[str, JobView], events: list[tuple[JobEvent, int]], checkpoint: int) -> BatchResult:
@@ -79,4 +138,8 @@ def apply_batch(current: dict[str, JobView], events: list[tuple[JobEvent, int]],
             out.changed[job_id] = new
             if new.status != (view.status if view else None):
                 out.archives.extend(archive_changes(new))
+                figures = repository_figures(new)
+                if figures is not None:
+                    out.figures.append(figures)
+                out.verifications.extend(verification_changes(new))
     return out

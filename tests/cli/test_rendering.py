@@ -31,6 +31,8 @@ def test_progress_line_says_percent_files_bytes_and_eta() -> None:
     assert "3 files, -> /srv/x" in render.progress_line(restore, 120)
     check = RUNNING | {"type": "check", "progress": {"percent": 70.0, "action": "Checking segments"}}
     assert "70.0%  Checking segments" in render.progress_line(check, 120)
+    estimated = RUNNING | {"progress": RUNNING["progress"] | {"estimated": True}}
+    assert "≈ 42.0%" in render.progress_line(estimated, 120) and "ETA ≈12.0s" in render.progress_line(estimated, 120)
 
 
 def test_events_move_a_job_forward_only() -> None:

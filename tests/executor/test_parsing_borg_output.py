@@ -256,12 +256,29 @@ CREATE_JSON = b"""{
 def test_create_json_gives_the_archive_and_its_stats() -> None:
     result = parse_create_json(CREATE_JSON)
     assert result.archive == "a1"
-    assert result.stats == {
+    stats = dict(result.stats)
+    rates = {
+        k: stats.pop(k) for k in ("read_bytes_per_s", "transfer_bytes_per_s", "compression_ratio", "dedup_hit_rate")
+    }
+    assert stats == {
         "nfiles": 2003,
         "original_size": 63751560,
         "compressed_size": 63057674,
         "deduplicated_size": 63057674,
         "duration": 1.33727,
+    }
+    # A first backup: nothing was in the repository before, everything is transferred.
+    assert rates == {
+        "read_bytes_per_s": 47672915.7,
+        "transfer_bytes_per_s": 47154033.2,
+        "compression_ratio": 1.011,
+        "dedup_hit_rate": 0.0,
+    }
+    # The repository's totals, from borg's cache stats.
+    assert result.details["repository"] == {
+        "original_size": 63751560,
+        "compressed_size": 63057674,
+        "deduplicated_size": 63179331,
     }
 
 

@@ -8,8 +8,10 @@ borg 1.4.5 here the same way)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import pytest
 
 from services.executor.collect import OutputCollector
@@ -23,8 +25,11 @@ from services.executor.readers import (
     ExtractReader,
     PruneReader,
     Reader,
+    estimate_for,
+    reader_for,
 )
-from shared.events import Estimate
+from services.executor.verification import CheckFindings
+from shared.events import Estimate, JobSpec, PlanRef
 
 CTX = HintContext(location="/srv/repo", repository_id="r1", agent="web-1")
 
@@ -213,6 +218,29 @@ def test_check_outcomes(
         assert verdict.error.message.startswith("borg check found damage")
 
 
+ANALYZING_A1 = '{"type": "log_message", "time": 1795451579.6, "message": "Analyzing archive a1 (1/2)", "levelname": "INFO", "name": "borg.archive"}'
+
+
+@pytest.mark.parametrize(
+    ("lines", "exit_code", "verdicts"),
+    [
+        ([CHECK_START, CHECK_REPO_OK, ANALYZING_A1, CHECK_ARCHIVES_OK], 0, [("a1", "OK")]),
+        # stopped while analyzing a1: a1 was not verified, so it gets no verdict at all
+        ([CHECK_START, CHECK_REPO_OK, ANALYZING_A1, SIGTERM], 143, None),
+        ([CHECK_START, CHECK_REPO_OK, ANALYZING_A1, LOCK_TIMEOUT], 73, None),
+    ],
+    ids=["verified", "stopped", "lock"],
+)
+def test_a_check_gives_verdicts_only_for_archives_it_verified(
+    lines: list[str], exit_code: int, verdicts: list[tuple[str, str]] | None
+) -> None:
+    reader = CheckReader(partial=False, findings=CheckFindings(verify_data=False))
+    _, verdict = outcome(reader, lines, exit_code)
+    details = reader.details() if verdict.status != "failed" else reader.failure_details()
+    got = details.get("verification")
+    assert (None if got is None else [(v["archive"], v["result"]) for v in got]) == verdicts
+
+
 def test_check_progress_follows_each_phase() -> None:
     c = feed(CheckReader(partial=False), [CHECK_START, CHECK_SEGMENTS])
     assert (c.progress.action, c.progress.percent) == ("Checking segments", 20.0)
@@ -275,7 +303,8 @@ def test_prune_details_name_kept_and_pruned_archives() -> None:
     reader = PruneReader()
     _, verdict = outcome(reader, [PRUNE_SUMMARY, PRUNE_KEEP, PRUNE_PRUNE, PRUNE_PRUNE_2, PRUNE_STATS], 0)
     assert verdict.status == "completed"
-    assert reader.result(b"").details == {"kept": ["a3"], "pruned": ["a2", "a1"]}
+    # --stats: what the pruned archives held alone (19.57 kB), for the next compact to free
+    assert reader.result(b"").details == {"kept": ["a3"], "pruned": ["a2", "a1"], "deleted_bytes": 19570}
 
 
 # --------------------------------------------------------------------------- compact
@@ -359,8 +388,9 @@ def test_delete_outcomes(lines: list[str], exit_code: int, status: str, kind: st
         # 20792450 bytes of 41584900 after 1.0 s: half-way, one more second to go
         (Estimate(original_size=41584900, nfiles=10_000), 50.0, 1.0),
         (Estimate(nfiles=400), 25.0, 3.0),
-        # bigger than last time: never shown as done while borg runs, and no ETA
-        (Estimate(original_size=1000), 99.9, None),
+        # bigger than last time: how much is left cannot be told, so no percent and no ETA
+        # (never one pinned just under 100)
+        (Estimate(original_size=1000), None, None),
     ],
     ids=["no_estimate", "empty_estimate", "by_size", "by_files", "past_estimate"],
 )
@@ -369,7 +399,22 @@ def test_backup_percent_and_eta_from_the_previous_backup(
 ) -> None:
     c = feed(BackupReader("a1", estimate), [ARCHIVE_PROGRESS_FIRST, ARCHIVE_PROGRESS_BIG])
     assert (c.progress.percent, c.progress.eta_s) == (percent, eta_s)
+    assert c.progress.estimated is (True if percent is not None else None)
     assert c.progress.original_size == 20792450 and c.progress.archive == "a1"
+
+
+def test_an_estimate_of_other_paths_is_not_used() -> None:
+    plan = PlanRef(id="p1", name="p", repository_id="r1", paths=["/big"], exclude=["*.tmp"])
+    base = JobSpec(id="j1", type="backup", agent="a1", created_at=datetime(2026, 12, 3, tzinfo=UTC), plan=plan)
+    same = Estimate(original_size=10, paths=["/big"], exclude=["*.tmp"])
+    assert estimate_for(msgspec.structs.replace(base, estimate=same)) == same
+    for other in (Estimate(original_size=10, paths=["/nearly-empty"]), Estimate(original_size=10, paths=["/big"])):
+        assert estimate_for(msgspec.structs.replace(base, estimate=other)) is None
+    reader = reader_for(msgspec.structs.replace(base, estimate=same), "a1")
+    assert isinstance(reader, BackupReader)
+    assert reader.result(b'{"archive": {"name": "a1", "stats": {}}}').details == {
+        "sources": {"paths": ["/big"], "exclude": ["*.tmp"]}
+    }
 
 
 def test_backup_at_its_start_shows_zero_percent_and_no_eta_yet() -> None:

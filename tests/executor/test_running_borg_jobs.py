@@ -12,6 +12,7 @@ import pytest
 
 from shared.events import JobLog, JobProgress, decode
 from shared.streams import AGENTS, JOBS, LOGS, PROGRESS
+from shared.version import VERSION
 from tests.executor.conftest import (
     PASSPHRASE,
     TOKEN,
@@ -45,7 +46,13 @@ async def test_init_then_backup_completes_and_the_archive_is_in_the_repository(
         "compressed_size",
         "deduplicated_size",
         "duration",
+        # Its own rates (shared/insight.backup_rates).
+        "read_bytes_per_s",
+        "transfer_bytes_per_s",
+        "dedup_hit_rate",
+        "compression_ratio",
     }
+    assert result.details["repository"]["archives"] == 1  # the repository as the backup left it
     assert (
         backup.progress is not None
         and backup.progress.nfiles == 31
@@ -156,8 +163,9 @@ async def test_ping_answers_with_host_facts_without_borg(executor: Executor) -> 
     job = await executor.run_job(executor.spec("ping"))
     assert job.status == "completed" and job.result is not None
     details = job.result.details
-    assert set(details) == {"agent", "host", "borg_version", "python_version"}
+    assert set(details) == {"agent", "host", "borg_version", "borg", "python_version", "borgflow_version"}
     assert details["agent"] == "a1" and details["borg_version"] == job.borg_version
+    assert details["borgflow_version"] == VERSION
 
 
 async def test_progress_stream_keeps_the_final_progress(executor: Executor, source: Path) -> None:
