@@ -16,10 +16,11 @@ import msgspec
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError as NatsNotFound
 
-from services.api import queries
-from services.api.errors import Conflict, NotFound
+from services.api import job_secrets, queries
+from services.api.errors import Conflict, Forbidden, NotFound, Unavailable
 from services.api.runtime import Runtime
-from shared import bus, db, readmodel
+from services.api.schemas import Secret
+from shared import bus, db, ids, readmodel, secretrows
 from shared.events import (
     TERMINAL,
     CancelRequestedData,
@@ -33,8 +34,8 @@ from shared.events import (
     JobStatus,
     OutcomeData,
 )
-from shared.exceptions import ConcurrencyConflict
-from shared.jobs import JobView, evolve
+from shared.exceptions import ConcurrencyConflict, ConfigError, SecretUnreadable
+from shared.jobs import JobView, evolve, labels_of
 from shared.streams import LOGS, PROGRESS
 from shared.submit import JobRequest, Origin, accept, build_spec, resubmit
 
@@ -86,7 +87,8 @@ async def cancel(rt: Runtime, job_id: str, who: str) -> JobView:
                         kind="cancelled_by_user",
                         message=f"cancelled by {who} while {view.status}",
                         hint="retry it to run it after all",
-                    )
+                    ),
+                    job=labels_of(view),
                 ),
             )
         try:
@@ -116,7 +118,8 @@ async def delete(rt: Runtime, job_id: str, who: str) -> None:
                 cancelled = JobCancelled(
                     job_id=job_id,
                     data=OutcomeData(
-                        error=JobError(kind="cancelled_by_user", message=f"cancelled by {who} to delete it")
+                        error=JobError(kind="cancelled_by_user", message=f"cancelled by {who} to delete it"),
+                        job=labels_of(view),
                     ),
                 )
                 last = (await bus.publish(rt.js, cancelled, expect_last_seq=last)).seq
@@ -128,6 +131,7 @@ async def delete(rt: Runtime, job_id: str, who: str) -> None:
         raise Conflict(f"job {job_id} kept changing while it was being deleted; try again")
     async with queries.connection(rt.pool) as conn:
         await readmodel.delete_jobs(conn, [job_id])
+        await job_secrets.drop(conn, job_id)
     await _purge(rt.js, LOGS, f"borgflow.logs.{job_id}")
     await _purge(rt.js, PROGRESS, f"borgflow.progress.{job_id}")
     log.info("job deleted", extra={"job_id": job_id, "action": "delete", "by": who})
@@ -176,8 +180,13 @@ async def retry(rt: Runtime, job_id: str, who: str) -> JobView:
     original = next((e.data for e, _ in await bus.job_events(rt.js, job_id) if isinstance(e, JobQueued)), None)
     if original is None:
         raise NotFound(f"no job {job_id}")
-    origin = Origin(requested_by=who, trigger=view.trigger, retry_of=job_id, attempt=view.attempt + 1)
+    # Its id now: a restore's target password is copied to it before it is queued.
+    origin = Origin(
+        requested_by=who, trigger=view.trigger, retry_of=job_id, attempt=view.attempt + 1, job_id=ids.new_id()
+    )
     async with queries.connection(rt.pool) as conn:
+        if original.type in job_secrets.RESTORING_TYPES and origin.job_id is not None:
+            await job_secrets.copy_target_password(rt, conn, job_id, origin.job_id)
         # A failed backup may have written its archive after all (its agent was lost
         # after borg finished): the retry looks for it before backing up again.
         tried = view.result.archive if view.status == JobStatus.FAILED and view.result is not None else None
@@ -185,6 +194,13 @@ async def retry(rt: Runtime, job_id: str, who: str) -> JobView:
     rt.projects.remember(spec.id, spec.project)
     log.info("job retried", extra={"job_id": spec.id, "retry_of": job_id, "by": who})
     return await accepted_view(rt.pool, spec)
+
+
+def view_of_spec(spec: JobSpec) -> JobView:
+    """A just-queued job as its job.queued makes it."""
+    view = evolve(None, JobQueued(job_id=spec.id, data=spec, at=spec.created_at))
+    assert view is not None  # job.queued always makes a job
+    return view
 
 
 async def accepted_view(store: queries.Db, spec: JobSpec) -> JobView:
@@ -195,21 +211,42 @@ async def accepted_view(store: queries.Db, spec: JobSpec) -> JobView:
         doc = None  # the job is queued all the same: answer from its first event
     if doc is not None:
         return readmodel.view_of(doc)
-    view = evolve(None, JobQueued(job_id=spec.id, data=spec, at=spec.created_at))
-    assert view is not None  # job.queued always makes a job
-    return view
+    return view_of_spec(spec)
 
 
-async def secret(rt: Runtime, job_id: str) -> str | None:
-    """The passphrase of the job's repository, only while the job is sent or running."""
+async def secret(rt: Runtime, job_id: str, agent: str | None = None) -> Secret:
+    """The passphrase of the job's repository (and the database passwords it runs with,
+    services/api/job_secrets.py), only while the job is sent or running.
+
+    With `agent` (an agent token's own agent): another agent's job is answered 404, as
+    if absent, and a job of this agent that is not sent or running 403.
+    """
     view = await bus.load_job(rt.js, job_id)
-    if view is None:
+    if view is None or (agent is not None and view.agent != agent):
         raise NotFound(f"no job {job_id}")
     if view.status not in (JobStatus.SENT, JobStatus.RUNNING):
-        raise Conflict(f"job {job_id} is {view.status}: its secret is given only while it is sent or running")
+        detail = f"job {job_id} is {view.status}: its secret is given only while it is sent or running"
+        raise Forbidden(detail) if agent is not None else Conflict(detail)
+    try:
+        databases, target = await job_secrets.of_job(rt, view)
+    except Unavailable as e:
+        log.error("%s", e.detail, extra={"job_id": job_id, "action": "secret.unreadable"})
+        raise
+    return Secret(passphrase=await _passphrase(rt, view), databases=databases, target_password=target)
+
+
+async def _passphrase(rt: Runtime, view: JobView) -> str | None:
     if view.repository_id is None:
         return None
-    return await queries.passphrase_of(rt.pool, view.repository_id)
+    sealed = await queries.passphrase_of(rt.pool, view.repository_id)
+    if sealed is None:
+        return None
+    try:
+        return secretrows.unseal(rt.secret_keys, secretrows.PASSPHRASE, view.repository_id, sealed)
+    except (SecretUnreadable, ConfigError) as e:
+        # 503: the executor asks again for a while, so a key set right (and the api restarted) still saves the job.
+        log.error("%s", e, extra={"job_id": view.id, "action": "secret.unreadable"})
+        raise Unavailable(str(e)) from None
 
 
-__all__ = ["accepted_view", "cancel", "delete", "in_own_project", "retry", "secret", "write_through"]
+__all__ = ["accepted_view", "cancel", "delete", "in_own_project", "retry", "secret", "view_of_spec", "write_through"]

@@ -6,11 +6,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import asyncpg
 
-Db = asyncpg.Pool | asyncpg.Connection
+from services.api import jobsearch
+from services.api.jobsearch import Search
+
+Db = asyncpg.Pool | asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 
 @asynccontextmanager
@@ -20,27 +23,40 @@ async def connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
         yield cast(asyncpg.Connection, proxy)
 
 
+# --------------------------------------------------------------------------- metrics
+
+
+async def job_counts(db: Db) -> dict[str, int]:
+    """How many jobs the read model holds, by status (from its counters: no scan)."""
+    rows = await db.fetch("SELECT status, sum(n) AS n FROM job_status_counts GROUP BY status")
+    return {r["status"]: int(r["n"]) for r in rows}
+
+
 # --------------------------------------------------------------------------- tokens
 
 
 async def token_by_hash(db: Db, digest: str) -> asyncpg.Record | None:
     return await db.fetchrow(
-        "SELECT id, name, role, project FROM tokens WHERE hash = $1 AND revoked_at IS NULL", digest
+        "SELECT id, name, role, project, agent FROM tokens WHERE hash = $1 AND revoked_at IS NULL", digest
     )
 
 
-_TOKEN = "SELECT id, name, role, project, created_at, revoked_at FROM tokens"
+_COLUMNS = "id, name, role, project, agent, created_at, revoked_at"
+_TOKEN = f"SELECT {_COLUMNS} FROM tokens"
 
 
-async def insert_token(db: Db, *, token_id: str, name: str, role: str, project: str, digest: str) -> asyncpg.Record:
+async def insert_token(
+    db: Db, *, token_id: str, name: str, role: str, project: str, digest: str, agent: str | None = None
+) -> asyncpg.Record:
     row = await db.fetchrow(
-        "INSERT INTO tokens (id, name, role, project, hash) VALUES ($1, $2, $3, $4, $5)"
-        " RETURNING id, name, role, project, created_at, revoked_at",
+        "INSERT INTO tokens (id, name, role, project, hash, agent) VALUES ($1, $2, $3, $4, $5, $6)"
+        f" RETURNING {_COLUMNS}",
         token_id,
         name,
         role,
         project,
         digest,
+        agent,
     )
     assert row is not None  # INSERT ... RETURNING answers the row it wrote
     return row
@@ -50,12 +66,49 @@ async def tokens(db: Db) -> list[asyncpg.Record]:
     return await db.fetch(_TOKEN + " ORDER BY created_at, id")
 
 
-async def revoke_token(db: Db, token_id: str) -> bool:
-    """Revoke a token (once: a revoked token keeps its first revocation time); False if none."""
-    found = await db.fetchval(
-        "UPDATE tokens SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 RETURNING id", token_id
-    )
-    return found is not None
+async def token(db: Db, token_id: str) -> asyncpg.Record | None:
+    return await db.fetchrow(_TOKEN + " WHERE id = $1", token_id)
+
+
+async def enrol_agent(pool: asyncpg.Pool, *, token_id: str, agent: str, digest: str) -> asyncpg.Record | None:
+    """A new token bound to `agent`, unless one is live already (None then)."""
+    async with pool.acquire() as conn, conn.transaction():
+        # Two executors enrolling under one name at once: only the first gets a token.
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", "enrol:" + agent)
+        if await live_agent_token(conn, agent) is not None:
+            return None
+        return await insert_token(
+            conn, token_id=token_id, name=f"agent {agent}", role="agent", project="default", digest=digest, agent=agent
+        )
+
+
+async def live_agent_token(db: Db, agent: str) -> asyncpg.Record | None:
+    """The first live token bound to `agent`, if any."""
+    return await db.fetchrow(_TOKEN + " WHERE agent = $1 AND revoked_at IS NULL ORDER BY created_at LIMIT 1", agent)
+
+
+Revoked = Literal["revoked", "no such token", "last admin"]
+
+
+async def revoke_token(pool: asyncpg.Pool, token_id: str) -> Revoked:
+    """Revoke a token (once: a revoked token keeps its first revocation time), unless it is
+    the last live admin token: without one nobody could make tokens or change settings again.
+
+    Admin tokens see every project whatever their `project`, so the last admin is counted
+    over the whole system.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        # Two admins revoking each other at once: one after the other, so the second sees one admin left.
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('tokens:last-admin'))")
+        row = await conn.fetchrow("SELECT role, revoked_at FROM tokens WHERE id = $1", token_id)
+        if row is None:
+            return "no such token"
+        if row["role"] == "admin" and row["revoked_at"] is None:
+            admins = await conn.fetchval("SELECT count(*) FROM tokens WHERE role = 'admin' AND revoked_at IS NULL")
+            if admins <= 1:
+                return "last admin"
+        await conn.execute("UPDATE tokens SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1", token_id)
+        return "revoked"
 
 
 # --------------------------------------------------------------------------- health, settings
@@ -90,22 +143,35 @@ async def put_system_settings(db: Db, value: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- repositories
 
 _REPO = (
-    "SELECT id, project, name, location, agent, passphrase IS NOT NULL AS has_passphrase,"
-    " created_at, updated_at FROM repositories"
+    "SELECT id, project, name, location, agent, passphrase_enc IS NOT NULL AS has_passphrase,"
+    " created_at, updated_at, storage_low_percent, keep_verified_days FROM repositories"
 )
 
 
 async def insert_repository(
-    db: Db, *, repo_id: str, project: str, name: str, location: str, agent: str, passphrase: str | None
+    db: Db,
+    *,
+    repo_id: str,
+    project: str,
+    name: str,
+    location: str,
+    agent: str,
+    passphrase: bytes | None,
+    storage_low_percent: float = 10.0,
+    keep_verified_days: int = 30,
 ) -> None:
+    """`passphrase`: sealed (shared/secretrows.py), never the plain text."""
     await db.execute(
-        "INSERT INTO repositories (id, project, name, location, agent, passphrase) VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO repositories (id, project, name, location, agent, passphrase_enc, storage_low_percent,"
+        " keep_verified_days) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         repo_id,
         project,
         name,
         location,
         agent,
         passphrase,
+        storage_low_percent,
+        keep_verified_days,
     )
 
 
@@ -119,6 +185,21 @@ async def repositories(db: Db, project: str | None = None) -> list[asyncpg.Recor
 
 async def repository(db: Db, repo_id: str) -> asyncpg.Record | None:
     return await db.fetchrow(_REPO + " WHERE id = $1", repo_id)
+
+
+async def repository_stats(db: Db, repo_id: str) -> asyncpg.Record | None:
+    """The repository's latest measured figures (projected from the jobs' results)."""
+    return await db.fetchrow("SELECT at, job_id, figures FROM repository_stats WHERE repository_id = $1", repo_id)
+
+
+async def repository_stats_days(db: Db, repo_id: str, days: int) -> list[asyncpg.Record]:
+    """The last measurement of each of the repository's last `days` UTC days, oldest first."""
+    return await db.fetch(
+        "SELECT day, at, figures FROM repository_stats_days WHERE repository_id = $1"
+        " AND day > (now() AT TIME ZONE 'UTC')::date - $2::int ORDER BY day",
+        repo_id,
+        days,
+    )
 
 
 async def update_repository(db: Db, repo_id: str, changes: dict[str, Any]) -> None:
@@ -150,8 +231,9 @@ async def delete_repository(db: Db, repo_id: str) -> bool:
     return await db.fetchval("DELETE FROM repositories WHERE id = $1 RETURNING id", repo_id) is not None
 
 
-async def passphrase_of(db: Db, repo_id: str) -> str | None:
-    return cast(str | None, await db.fetchval("SELECT passphrase FROM repositories WHERE id = $1", repo_id))
+async def passphrase_of(db: Db, repo_id: str) -> bytes | None:
+    """The sealed passphrase (shared/secretrows.py unseals it)."""
+    return cast(bytes | None, await db.fetchval("SELECT passphrase_enc FROM repositories WHERE id = $1", repo_id))
 
 
 async def archives(db: Db, repo_id: str) -> list[asyncpg.Record]:
@@ -232,6 +314,7 @@ class JobFilter:
     plan_id: str | None = None
     trigger: str | None = None
     q: str | None = None
+    search: Search | None = None  # the typed terms of `q` (services/api/jobsearch.py)
     project: str | None = None
     since: datetime | None = None
     until: datetime | None = None
@@ -254,8 +337,8 @@ def _like(text: str) -> str:
     return f"%{escaped}%"
 
 
-async def jobs(db: Db, f: JobFilter) -> list[asyncpg.Record]:
-    """Jobs newest first: (created_at, id, doc) rows, at most `f.limit`."""
+def _job_where(f: JobFilter) -> tuple[str, list[Any]]:
+    """The WHERE clause of `f` and its arguments."""
     where: list[str] = []
     args: list[Any] = []
 
@@ -277,11 +360,63 @@ async def jobs(db: Db, f: JobFilter) -> list[asyncpg.Record]:
         where.append(f"created_at >= {arg(f.since)}")
     if f.until:
         where.append(f"created_at <= {arg(f.until)}")
+    if f.search is not None:
+        where.extend(jobsearch.conditions(f.search, arg))
     if f.before:
         where.append(f"(created_at, id) < ({arg(f.before[0])}, {arg(f.before[1])})")
-    clause = (" WHERE " + " AND ".join(where)) if where else ""
-    sql = f"SELECT created_at, id, {_DOC} FROM {_FROM}{clause} ORDER BY created_at DESC, id DESC LIMIT {arg(f.limit)}"
-    return await db.fetch(sql, *args)
+    return (" WHERE " + " AND ".join(where)) if where else "", args
+
+
+async def jobs(db: Db, f: JobFilter) -> list[asyncpg.Record]:
+    """Jobs newest first: (created_at, id, doc) rows, at most `f.limit`."""
+    clause, args = _job_where(f)
+    sql = f"SELECT created_at, id, {_DOC} FROM {_FROM}{clause} ORDER BY created_at DESC, id DESC LIMIT ${len(args) + 1}"
+    return await db.fetch(sql, *args, f.limit)
+
+
+async def job_ids(db: Db, f: JobFilter) -> list[str]:
+    """The ids of the jobs `f` matches, newest first, at most `f.limit` (no documents read)."""
+    clause, args = _job_where(f)
+    rows = await db.fetch(
+        f"SELECT id FROM jobs{clause} ORDER BY created_at DESC, id DESC LIMIT ${len(args) + 1}", *args, f.limit
+    )
+    return [r["id"] for r in rows]
+
+
+async def status_counts(db: Db, project: str | None = None) -> dict[str, int]:
+    """Jobs by status (of `project` when given), from the counters of migration 0005: no scan."""
+    rows = await db.fetch(
+        "SELECT status, sum(n)::bigint AS n FROM job_status_counts WHERE ($1::text IS NULL OR project = $1)"
+        " GROUP BY status",
+        project,
+    )
+    return {r["status"]: int(r["n"]) for r in rows if r["n"]}
+
+
+async def retry_family(db: Db, job_id: str, limit: int = 100) -> list[dict[str, Any]]:
+    """Every attempt of the job's work: back through `retry_of` to the first, then every retry of
+    those, oldest first (the index of migration 0011 finds the retries of a job)."""
+    rows = await db.fetch(
+        """
+        WITH RECURSIVE back(id, retry_of, depth) AS (
+            SELECT id, doc->>'retry_of', 0 FROM jobs WHERE id = $1
+            UNION ALL
+            SELECT j.id, j.doc->>'retry_of', b.depth + 1 FROM jobs j JOIN back b ON j.id = b.retry_of
+            WHERE b.depth < $2
+        ),
+        root AS (SELECT id FROM back ORDER BY depth DESC LIMIT 1),
+        family(id, depth) AS (
+            SELECT id, 0 FROM root
+            UNION ALL
+            SELECT j.id, f.depth + 1 FROM jobs j JOIN family f ON j.doc->>'retry_of' = f.id WHERE f.depth < $2
+        )
+        SELECT jobs.doc FROM jobs JOIN (SELECT DISTINCT id FROM family) f USING (id)
+        ORDER BY jobs.created_at, jobs.id LIMIT $2
+        """,
+        job_id,
+        limit,
+    )
+    return [r["doc"] for r in rows]
 
 
 async def job_doc(db: Db, job_id: str) -> dict[str, Any] | None:
@@ -297,22 +432,23 @@ _JOB_IN_PROJECT = "($1::text IS NULL OR jobs.project = $1)"
 
 
 async def queue_counts(db: Db, project: str | None = None) -> asyncpg.Record:
-    # Finished-job counts scan only the last 48 hours through the jobs_finished index.
+    """The Queue page's counts, from the counters the jobs table keeps (migration 0005), so
+    they cost the same with a million jobs in the last day as with ten."""
     row = await db.fetchrow(
-        f"""
+        """
         SELECT
-          (SELECT count(*) FROM jobs WHERE status IN ('queued', 'sent') AND {_JOB_IN_PROJECT}) AS in_queue,
-          count(*) FILTER (WHERE status IN ('completed', 'warning')
-                           AND finished_at >= now() - interval '24 hours') AS completed_24h,
-          count(*) FILTER (WHERE status IN ('completed', 'warning')
-                           AND finished_at < now() - interval '24 hours') AS completed_prev_24h,
-          count(*) FILTER (WHERE status = 'failed'
-                           AND finished_at >= now() - interval '24 hours') AS failed_24h,
+          (SELECT coalesce(sum(n), 0)::bigint FROM job_status_counts
+            WHERE status IN ('queued', 'sent') AND ($1::text IS NULL OR project = $1)) AS in_queue,
+          coalesce(sum(n) FILTER (WHERE status IN ('completed', 'warning') AND minute >= day_ago), 0)::bigint
+            AS completed_24h,
+          coalesce(sum(n) FILTER (WHERE status IN ('completed', 'warning') AND minute < day_ago), 0)::bigint
+            AS completed_prev_24h,
+          coalesce(sum(n) FILTER (WHERE status = 'failed' AND minute >= day_ago), 0)::bigint AS failed_24h,
           (SELECT avg((doc->>'duration_s')::float8) FROM (
              SELECT doc FROM jobs WHERE finished_at IS NOT NULL AND doc->>'duration_s' IS NOT NULL
-             AND {_JOB_IN_PROJECT} ORDER BY finished_at DESC LIMIT 50) last50) AS avg_duration
-        FROM jobs
-        WHERE finished_at >= now() - interval '48 hours' AND {_JOB_IN_PROJECT}
+             AND ($1::text IS NULL OR jobs.project = $1) ORDER BY finished_at DESC LIMIT 50) last50) AS avg_duration
+        FROM job_finish_counts, (SELECT date_trunc('minute', now() - interval '24 hours') AS day_ago) since
+        WHERE minute >= date_trunc('minute', now() - interval '48 hours') AND ($1::text IS NULL OR project = $1)
         """,
         project,
     )
@@ -352,15 +488,21 @@ async def waiting_jobs(db: Db, limit: int = 200, project: str | None = None) -> 
 
 
 async def agents(db: Db, project: str | None = None) -> list[asyncpg.Record]:
-    """Every agent (agents belong to no project); `running` only lists jobs of `project` when given."""
+    """Every agent (agents belong to no project); `running` and `queued` only count jobs of
+    `project` when given."""
     return await db.fetch(
         """
-        SELECT a.name, a.host, a.last_seen, a.borg_version, a.slots, a.interval_s,
+        WITH queued AS (  -- one pass over the queued jobs, not one per agent (10,000 may wait)
+            SELECT agent, count(*) AS n FROM jobs
+            WHERE status = 'queued' AND ($1::text IS NULL OR project = $1) GROUP BY agent
+        )
+        SELECT a.name, a.host, a.last_seen, a.borg_version, a.borgflow_version, a.slots, a.interval_s,
                a.last_seen >= now() - make_interval(secs => 3 * a.interval_s) AS online,
                coalesce((SELECT array_agg(j.id ORDER BY j.created_at, j.id) FROM jobs j
                          WHERE j.agent = a.name AND j.status IN ('sent', 'running')
-                         AND ($1::text IS NULL OR j.project = $1)), '{}') AS running
-        FROM agents a
+                         AND ($1::text IS NULL OR j.project = $1)), '{}') AS running,
+               coalesce(q.n, 0) AS queued
+        FROM agents a LEFT JOIN queued q ON q.agent = a.name
         ORDER BY a.name
         """,
         project,

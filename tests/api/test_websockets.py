@@ -35,10 +35,8 @@ async def test_sockets_need_a_token_and_a_known_job(client: Client, agent_token:
         (f"/api/events?token={agent_token}", {"Authorization": ""}, 4403),
         ("/api/jobs/nope/log/follow", {}, 4404),
     ]:
-        ws = await client.websocket_connect(path, headers=headers)
-        with pytest.raises(WebSocketDisconnect) as refused, ws:
-            pass
-        assert refused.value.code == code, path
+        async with client.websocket(path, headers) as ws:
+            assert await ws.closed_with() == code, path
 
 
 async def test_events_are_forwarded_filtered_by_job_and_type(client: Client, js: JetStreamContext) -> None:
@@ -46,24 +44,22 @@ async def test_events_are_forwarded_filtered_by_job_and_type(client: Client, js:
     mine = (await client.post("/api/jobs", json={"type": "check", "repository_id": repo["id"]})).json()["id"]
     other = (await client.post("/api/jobs", json={"type": "check", "repository_id": repo["id"]})).json()["id"]
 
-    ws = await client.websocket_connect(
-        f"/api/events?token={ADMIN_TOKEN}&job_id={mine}&type=job.", headers={"Authorization": ""}
-    )
-    with ws:
+    ws = client.websocket(f"/api/events?token={ADMIN_TOKEN}&job_id={mine}&type=job.", {"Authorization": ""})
+    async with ws:
         await bus.publish(js, JobSent(job_id=other, data=SentData(agent="local")))
         await bus.publish(js, JobSent(job_id=mine, data=SentData(agent="local")))
         await bus.publish(js, JobProgress(job_id=mine, data=Progress(percent=42.0, action="scanning")))
-        first = ws.receive_json(timeout=TIMEOUT)
+        first = await ws.receive_json(timeout=TIMEOUT)
         assert first["type"] == "job.sent" and first["job_id"] == mine
         assert set(first) == {"id", "type", "version", "job_id", "at", "data"}
-        second = ws.receive_json(timeout=TIMEOUT)
+        second = await ws.receive_json(timeout=TIMEOUT)
         assert second["type"] == "job.progress" and second["data"]["percent"] == 42.0
 
-    everything = await client.websocket_connect("/api/events?type=job.progress")
-    with everything:
+    everything = client.websocket("/api/events?type=job.progress")
+    async with everything:
         await bus.publish(js, JobSent(job_id=other, data=SentData(agent="local")))
         await bus.publish(js, JobProgress(job_id=other, data=Progress(percent=1.0)))
-        got = everything.receive_json(timeout=TIMEOUT)
+        got = await everything.receive_json(timeout=TIMEOUT)
         assert got["type"] == "job.progress" and got["job_id"] == other
 
 
@@ -81,21 +77,21 @@ async def test_log_follow_sends_old_then_live_lines_and_closes_when_done(
     )
     await bus.publish(js, JobLog(job_id=jid, data=LogData(lines=[LogLine(at=T0, message="one")])))
 
-    ws = await client.websocket_connect(f"/api/jobs/{jid}/log/follow")
-    with ws:
-        assert ws.receive_json(timeout=TIMEOUT) == {
+    ws = client.websocket(f"/api/jobs/{jid}/log/follow")
+    async with ws:
+        assert await ws.receive_json(timeout=TIMEOUT) == {
             "at": "2026-11-23T16:20:00.123Z",
             "level": "info",
             "message": "one",
             "source": "borg",
         }
         await bus.publish(js, JobLog(job_id=jid, data=LogData(lines=[LogLine(at=T0, message="two", level="error")])))
-        assert ws.receive_json(timeout=TIMEOUT)["message"] == "two"
+        assert (await ws.receive_json(timeout=TIMEOUT))["message"] == "two"
         await bus.publish(js, JobLog(job_id=jid, data=LogData(lines=[LogLine(at=T0, message="three")])))
         await bus.publish(js, JobCompleted(job_id=jid))
-        assert ws.receive_json(timeout=TIMEOUT)["message"] == "three"
+        assert (await ws.receive_json(timeout=TIMEOUT))["message"] == "three"
         with pytest.raises(WebSocketDisconnect) as closed:
-            ws.receive_json(timeout=TIMEOUT)
+            await ws.receive_json(timeout=TIMEOUT)
         assert closed.value.code == 1000
 
 
@@ -104,8 +100,8 @@ async def test_log_follow_of_a_finished_job_sends_its_log_and_closes(client: Cli
     jid = (await client.post("/api/jobs", json={"type": "check", "repository_id": repo["id"]})).json()["id"]
     await client.post(f"/api/jobs/{jid}/cancel")
     await bus.publish(js, JobLog(job_id=jid, data=LogData(lines=[LogLine(at=T0, message="bye")])))
-    ws = await client.websocket_connect(f"/api/jobs/{jid}/log/follow")
-    with ws:
-        assert ws.receive_json(timeout=TIMEOUT)["message"] == "bye"
+    ws = client.websocket(f"/api/jobs/{jid}/log/follow")
+    async with ws:
+        assert (await ws.receive_json(timeout=TIMEOUT))["message"] == "bye"
         with pytest.raises(WebSocketDisconnect):
-            ws.receive_json(timeout=TIMEOUT)
+            await ws.receive_json(timeout=TIMEOUT)

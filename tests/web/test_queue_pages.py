@@ -169,6 +169,7 @@ async def test_queue_and_job_pages_live(
     bar = page.get_by_test_id(f"progress-{jid}")
     await expect(bar).to_have_attribute("aria-valuenow", NUMBER, timeout=UI_TIMEOUT_MS)
     await expect(bar).to_contain_text("files")
+    await expect(bar).to_contain_text("≈")  # estimated from the first backup, and it says so
     await bar_values_seen(page, jid, 3)  # it moved, twice
     await page.screenshot(path=screenshots / "queue-backup-running.png", full_page=True)
     recent_row = page.get_by_test_id("recent").get_by_test_id(f"job-{jid}")
@@ -235,6 +236,11 @@ async def check_failed_job_page(system: UpSystem, page: Page, repo_id: str, scre
     assert (await wait_job(system, failed["id"]))["status"] == "failed"
     await page.goto(f"{system.base}/queue/{failed['id']}")
     await expect(page.get_by_test_id("job-status")).to_have_text("failed")
+    # The type's glyph and what the type does (common.js typeIcon), its name unchanged.
+    job_type = page.locator("#job-type")
+    await expect(job_type).to_have_text("backup")
+    await expect(job_type).to_have_attribute("data-icon", "⬆")
+    await expect(job_type).to_have_attribute("title", re.compile("backs up"))
     error = page.get_by_test_id("job-error")
     await expect(error).to_be_visible()
     await expect(error).to_contain_text("source_not_found")
@@ -244,6 +250,7 @@ async def check_failed_job_page(system: UpSystem, page: Page, repo_id: str, scre
     await page.goto(f"{system.base}/queue")
     row = page.get_by_test_id("recent").get_by_test_id(f"job-{failed['id']}")
     await expect(row.locator(".badge")).to_have_attribute("title", re.compile("source_not_found"))
+    await expect(row.locator(".type")).to_have_attribute("data-icon", "⬆")
     await page.screenshot(path=screenshots / "queue.png", full_page=True)
 
 

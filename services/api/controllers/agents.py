@@ -16,8 +16,9 @@ class AgentController(Controller):
 
     @get(opt={"permission": READ}, cache=False)
     async def list_all(self, rt: Runtime, principal: Principal) -> AgentList:
-        """`online`: a heartbeat within 3 intervals; `running`: its sent and running jobs (of the
-        token's project, for a token limited to one)."""
+        """`online`: a heartbeat within 3 intervals; `running`: its sent and running jobs, `queued`:
+        how many of its jobs wait to be sent (of the token's project, for a token limited to one);
+        `borgflow_version`: what its executor runs."""
         rows = await queries.agents(rt.pool, project_scope(principal))
         return AgentList(
             items=[
@@ -30,6 +31,8 @@ class AgentController(Controller):
                     slots=r["slots"],
                     interval_s=r["interval_s"],
                     running=list(r["running"]),
+                    borgflow_version=r["borgflow_version"],
+                    queued=r["queued"],
                 )
                 for r in rows
             ]

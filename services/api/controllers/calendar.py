@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -15,12 +16,14 @@ from services.api.auth import READ, Principal, project_scope
 from services.api.controllers.schedules import timing_of
 from services.api.errors import BadRequest, Invalid
 from services.api.runtime import Runtime
-from services.api.schemas import Calendar, CalendarFire, CalendarJob
+from services.api.schemas import Calendar, CalendarFire, CalendarJob, CalendarMissed
 
 DEFAULT_SPAN = timedelta(days=7)  # each side of now
 MAX_SPAN = timedelta(days=92)
 MAX_FIRES = 500
 MAX_JOBS = 2000
+# A fire this recent may not have queued its job yet: it is not called missed.
+MISSED_GRACE = timedelta(minutes=2)
 # Times a calendar may ask about: far from the ends of what datetime and cron arithmetic hold.
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(9000, 1, 1, tzinfo=UTC)
@@ -61,6 +64,37 @@ def upcoming(schedules: Sequence[asyncpg.Record], start: datetime, end: datetime
     return fires[:MAX_FIRES], len(fires) > MAX_FIRES
 
 
+def missed_runs(
+    schedules: Sequence[asyncpg.Record], jobs: Sequence[asyncpg.Record], start: datetime, now: datetime
+) -> tuple[list[CalendarMissed], bool]:
+    """Past fire times in [start, now - grace] after which the schedule queued no job before its
+    next fire. Only since the schedule was last changed: its earlier timing may have differed."""
+    queued: dict[str, list[datetime]] = {}
+    for j in jobs:
+        queued.setdefault(j["schedule_id"], []).append(j["created_at"])
+    for times in queued.values():
+        times.sort()  # searched by bisection: a minutely schedule has thousands of both
+    out: list[CalendarMissed] = []
+    for s in schedules:
+        since = max(start, s["updated_at"], s["created_at"])
+        until = now - MISSED_GRACE
+        if until <= since:
+            continue
+        try:
+            times = timing_of(s).between(since - _TICK, until, MAX_FIRES + 1)
+        except ValueError:  # a stored cron this croniter no longer reads: nothing to say
+            continue
+        created = queued.get(s["id"], [])
+        job_type = s["job"].get("type") if isinstance(s["job"], dict) else None
+        for i, t in enumerate(times):
+            upto = times[i + 1] if i + 1 < len(times) else now
+            first = bisect.bisect_left(created, t)  # the first job queued at or after this fire
+            if first == len(created) or created[first] >= upto:
+                out.append(CalendarMissed(at=t, schedule_id=s["id"], schedule_name=s["name"], type=job_type))
+    out.sort(key=lambda m: (m.at, m.schedule_id))
+    return out[:MAX_FIRES], len(out) > MAX_FIRES
+
+
 class CalendarController(Controller):
     path = "/api/calendar"
     tags = ("schedules",)
@@ -72,8 +106,12 @@ class CalendarController(Controller):
         principal: Principal,
         from_: str | None = Parameter(query="from", default=None),
         to: str | None = None,
+        missed: bool = False,
     ) -> Calendar:
-        """Jobs schedules queued in the range, then fire times still to come (from 7 days ago to 7 days on)."""
+        """Jobs schedules queued in the range, then fire times still to come (from 7 days ago to 7 days on).
+
+        `missed=true` adds the past fire times of enabled schedules that queued no job before their
+        next fire (`kind: missed`), counted from the schedule's last change."""
         now = datetime.now(UTC)
         since = parse_instant(from_, "from") or now - DEFAULT_SPAN
         until = parse_instant(to, "to") or now + DEFAULT_SPAN
@@ -86,11 +124,18 @@ class CalendarController(Controller):
         fires: list[CalendarFire] = []
         more_fires = False
         start = max(since, now)
+        schedules = None
         if start <= until:
             schedules = await schedule_queries.enabled_schedules(rt.pool, project)
             # Cron arithmetic for many schedules over three months is CPU work: off the loop.
             fires, more_fires = await asyncio.to_thread(upcoming, schedules, start, until)
-        items: list[CalendarJob | CalendarFire] = [
+        gone: list[CalendarMissed] = []
+        more_missed = False
+        if missed and since < now:
+            if schedules is None:
+                schedules = await schedule_queries.enabled_schedules(rt.pool, project)
+            gone, more_missed = await asyncio.to_thread(missed_runs, schedules, jobs, since, min(now, until))
+        items: list[CalendarJob | CalendarFire | CalendarMissed] = [
             CalendarJob(
                 at=j["created_at"],
                 schedule_id=j["schedule_id"],
@@ -102,5 +147,6 @@ class CalendarController(Controller):
             for j in jobs[:MAX_JOBS]
         ]
         items += fires
+        items += gone
         items.sort(key=lambda i: i.at)
-        return Calendar(items=items, truncated=len(jobs) > MAX_JOBS or more_fires)
+        return Calendar(items=items, truncated=len(jobs) > MAX_JOBS or more_fires or more_missed)

@@ -1,4 +1,4 @@
-"""WS /api/events: event envelopes (CONTRACT.md section 3) as they happen, filtered.
+"""WS /api/events: event envelopes (docs/events.md) as they happen, filtered.
 
 A token limited to one project gets only the events of that project's jobs (and the
 agents' online/offline, which belong to no project). A job's project is read once,

@@ -18,9 +18,10 @@ const BF = (() => {
   const token = () => sessionStorage.getItem(TOKEN_KEY);
 
   class ApiError extends Error {
-    constructor(status, detail) {
+    constructor(status, detail, field) {
       super(detail);
       this.status = status;
+      this.field = field || null; // the request field a 4xx is about, when the api names one
     }
   }
 
@@ -42,10 +43,13 @@ const BF = (() => {
     }
     if (!r.ok) {
       let detail = `${r.status} ${r.statusText}`;
+      let field = null;
       try {
-        detail = (await r.json()).detail || detail;
+        const body = await r.json();
+        detail = body.detail || detail;
+        field = body.field || null;
       } catch (_) { /* not JSON */ }
-      throw new ApiError(r.status, detail);
+      throw new ApiError(r.status, detail, field);
     }
     if (options.raw) return r;
     return r.status === 204 ? null : r.json();
@@ -185,7 +189,8 @@ const BF = (() => {
   function actionText(job) {
     const p = job.progress || {};
     const parts = [];
-    if (p.percent !== null && p.percent !== undefined) parts.push(`${p.percent.toFixed(1)}%`);
+    // An estimate (a backup's, from an earlier archive of the same paths) reads "≈ 42.0%".
+    if (p.percent !== null && p.percent !== undefined) parts.push(`${p.estimated ? "≈ " : ""}${p.percent.toFixed(1)}%`);
     const files = p.nfiles !== undefined && p.nfiles !== null ? p.nfiles : null;
     if (job.type === "backup") {
       if (files !== null) parts.push(`${count(files)} files`);
@@ -198,6 +203,26 @@ const BF = (() => {
       const dest = (job.options || {}).destination;
       if (dest) parts.push(`→ ${dest}`);
       if (p.current_file) parts.push(p.current_file);
+    } else if (job.type === "restore_pg" || job.type === "restore_mysql") {
+      // current: bytes of the dump restored so far; total: the dump's size in the archive.
+      if (p.current !== null && p.current !== undefined) {
+        parts.push(`${bytes(p.current)}${p.total ? " of " + bytes(p.total) : ""} restored`);
+      }
+      if (p.bytes_per_s) parts.push(`${bytes(p.bytes_per_s)}/s`);
+      const target = ((job.options || {}).target || {}).database;
+      if (target) parts.push(`→ ${target}`);
+    } else if (job.type === "s3_sync") {
+      // rclone's stats: bytes uploaded of the total, the speed, and the limit it runs under.
+      if (p.bytes_done !== null && p.bytes_done !== undefined) {
+        parts.push(`${bytes(p.bytes_done)}${p.bytes_total ? " of " + bytes(p.bytes_total) : ""}`);
+      }
+      if (p.bytes_per_s) parts.push(`${bytes(p.bytes_per_s)}/s`);
+      if (p.bwlimit) parts.push(`limit ${p.bwlimit}/s`);
+      if (!p.bytes_done && p.action) parts.push(p.action);
+    } else if (job.type === "prune" && (p.total || p.deduplicated_size)) {
+      // borg's own count of the archives pruned so far, of those it prunes (space is freed by compact).
+      if (p.total) parts.push(`${count(p.current || 0)} of ${count(p.total)} archives pruned`);
+      if (p.deduplicated_size) parts.push(`${bytes(p.deduplicated_size)} for compact to free`);
     } else if (p.action) {
       parts.push(p.action);
     }
@@ -206,6 +231,12 @@ const BF = (() => {
   }
 
   /** Set a progressbar element from a job: aria-valuenow is the percent, absent when unknown. */
+  /** A bar's fill at `pct` percent: a transform, which the compositor animates without a layout. */
+  function fillTo(fill, pct) {
+    const value = `scaleX(${pct / 100})`;
+    if (fill.style.transform !== value) fill.style.transform = value;
+  }
+
   function setBar(el, job) {
     const p = job.progress || {};
     const fill = el.querySelector(".fill");
@@ -214,12 +245,12 @@ const BF = (() => {
     if (p.percent === null || p.percent === undefined) {
       el.removeAttribute("aria-valuenow");
       el.classList.add("indeterminate");
-      fill.style.width = "100%";
+      fillTo(fill, 100);
     } else {
       const pct = Math.max(0, Math.min(100, p.percent));
       el.classList.remove("indeterminate");
       if (el.getAttribute("aria-valuenow") !== String(pct)) el.setAttribute("aria-valuenow", String(pct));
-      fill.style.width = `${pct}%`;
+      fillTo(fill, pct);
     }
     el.setAttribute("aria-valuetext", label);
     if (text.textContent !== label) text.textContent = label;
@@ -329,11 +360,37 @@ const BF = (() => {
     return node;
   }
 
+  /** A glyph per job type, shown before its name (CSS draws data-icon), and what the type does. */
+  const TYPES = {
+    backup: ["⬆", "backs up the plan's paths into the repository"],
+    restore: ["⬇", "extracts an archive"],
+    restore_check: ["⇣", "extracts an archive to nowhere, to prove it restores"],
+    check: ["✓", "verifies the repository and its archives"],
+    prune: ["✂", "deletes archives the plan's retention no longer keeps"],
+    compact: ["▣", "frees the space of deleted archives"],
+    delete_archive: ["✕", "deletes one archive"],
+    init: ["✚", "creates the repository"],
+    ping: ["⇄", "asks the agent for its facts"],
+    restore_pg: ["⛁", "restores a PostgreSQL dump from an archive"],
+    restore_mysql: ["⛁", "restores a MySQL/MariaDB dump from an archive"],
+    plugin_test: ["⚙", "checks a plan's databases, scripts and repository without a backup"],
+    s3_sync: ["☁", "mirrors the repository to an rclone remote"],
+    package_install: ["⊕", "installs system packages on the agent"],
+    update_borg: ["⟳", "installs a borg version on the agent"],
+    update_agent: ["↻", "installs a borgflow version on the agent and restarts its executor"],
+  };
+  function typeIcon(node, type) {
+    const [icon, does] = TYPES[type] || ["•", type];
+    node.dataset.icon = icon;
+    node.title = `${type}: ${does}`;
+    return node;
+  }
+
   captureToken();
 
   return {
     TERMINAL, RANK, ApiError, api, socket, requireToken, setLive, notice, token,
     duration, bytes, ago, when, count, runTime, subject, actionText, setBar, badge,
-    applyEvent, fresher, jobUrl, el, Seen,
+    applyEvent, fresher, jobUrl, el, Seen, typeIcon, fillTo,
   };
 })();

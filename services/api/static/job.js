@@ -1,4 +1,5 @@
-/* The job page: header, progress, options, live log, error, actions; live over the websockets. */
+/* The job page: header, progress, options, timeline, attempts, configuration, live log, error,
+   actions; live over the websockets. */
 "use strict";
 
 (() => {
@@ -11,6 +12,8 @@
   let behindTries = 0;
   const seen = new BF.Seen();
   let reloadTimer = null;
+  let historyTimer = null;
+  const WAITING_REREAD_MS = 5000;
 
   // ------------------------------------------------------------------ data
 
@@ -52,6 +55,84 @@
     if (env.type === "job.deleted") return BF.notice("This job was deleted.");
     render();
     loadSoon(); // the full view (result stats, error hint) from the api
+    historySoon(); // a transition: the timeline has a new entry
+  }
+
+  // ------------------------------------------------------------------ history
+
+  /** Timeline, attempts and configuration (GET …/history): once, then after each transition. */
+  async function loadHistory() {
+    try {
+      const h = await BF.api(`${path}/history`);
+      renderTimeline(h.timeline);
+      renderAttempts(h.attempts);
+      renderConfig(h.configuration);
+      // The events are read from the stream, so a transition is in the answer at once; the
+      // attempts come from the read model, which may trail by a moment.
+      const me = h.attempts.find((a) => a.id === id);
+      if (me && job && BF.RANK[me.status] < BF.RANK[job.status]) historySoon(500);
+    } catch (e) {
+      if (e.status !== 401 && e.status !== 404) BF.notice(`Could not load the history: ${e.message}`);
+    }
+  }
+
+  function historySoon(delay = 200) {
+    if (historyTimer !== null) return;
+    historyTimer = setTimeout(() => { historyTimer = null; loadHistory(); }, delay);
+  }
+
+  const ACTOR = { token: "by", scheduler: "by the scheduler:", dispatcher: "by the", executor: "by executor", system: "by the" };
+
+  function renderTimeline(entries) {
+    const list = document.getElementById("timeline");
+    list.replaceChildren(...entries.map((t) => {
+      const name = t.event === "waiting" ? "waiting" : t.event.replace(/^job\./, "").replace("_", " ");
+      const status = t.status ? BF.badge(t.status) : el("span", { class: "badge", text: "deleted" });
+      return el("li", { class: `step ev-${t.event.replace(/^job\./, "")}`, "data-event": t.event },
+        el("time", { datetime: t.at, title: t.at, text: BF.when(t.at) }),
+        el("span", { class: "step-name", text: name }),
+        status,
+        el("span", { class: "actor", "data-kind": t.actor.kind, text: `${ACTOR[t.actor.kind] || "by"} ${t.actor.name}` }),
+        el("span", { class: "step-detail", text: [t.detail, t.exit_code !== undefined && t.exit_code !== null ? `exit code ${t.exit_code}` : ""].filter(Boolean).join(" · ") }));
+    }));
+  }
+
+  function renderAttempts(attempts) {
+    const rows = document.getElementById("attempts");
+    document.querySelector("#job-attempts .count").textContent = attempts.length > 1 ? `(${attempts.length})` : "";
+    rows.replaceChildren(...attempts.map((a) => el("div", {
+      class: `row attempt${a.id === id ? " mine" : ""}`, "data-testid": `attempt-${a.id}`, "data-id": a.id },
+    el("span", { class: "attempt-n", text: `#${a.attempt}` }),
+    BF.badge(a.status),
+    a.id === id ? el("span", { class: "subject", text: `${a.id} (this job)` }) : link(BF.jobUrl(a.id), a.id),
+    el("span", { class: "muted", text: a.requested_by ? `by ${a.requested_by}` : a.trigger }),
+    el("span", { class: "muted", text: a.finished_at ? `ended ${BF.when(a.finished_at)}` : a.started_at ? `started ${BF.when(a.started_at)}` : `queued ${BF.when(a.created_at)}` }),
+    el("span", { class: "exit", text: a.exit_code === null || a.exit_code === undefined ? "" : `exit ${a.exit_code}` }),
+    el("span", { class: "attempt-error", text: a.error ? `${a.error.kind}: ${a.error.message}` : "" }))));
+  }
+
+  function renderConfig(config) {
+    const dl = document.getElementById("config");
+    dl.replaceChildren();
+    const r = config.repository;
+    const p = config.plan;
+    if (r) {
+      fact(dl, "Repository", `${r.name} (${r.id})`);
+      fact(dl, "Location", r.location);
+      fact(dl, "Repository agent", r.agent);
+      fact(dl, "Passphrase", r.has_passphrase ? "set (not shown)" : "none");
+    }
+    if (p) {
+      fact(dl, "Plan", `${p.name} (${p.id})`);
+      for (const [key, value] of Object.entries(p)) {
+        if (["id", "name", "repository_id"].includes(key)) continue;
+        if (value === null || value === undefined || (Array.isArray(value) && !value.length)) continue;
+        if (typeof value === "object" && !Array.isArray(value) && !Object.keys(value).length) continue;
+        const text = Array.isArray(value) && value.every((v) => typeof v !== "object") ? value.join(", ") : show(key, value);
+        fact(dl, `plan ${key}`, text);
+      }
+    }
+    document.getElementById("job-config").hidden = !r && !p;
   }
 
   // ------------------------------------------------------------------ rendering
@@ -66,7 +147,7 @@
   }
 
   function render() {
-    document.getElementById("job-type").textContent = job.type;
+    BF.typeIcon(document.getElementById("job-type"), job.type).textContent = job.type;
     document.title = `${job.type} ${job.id} · ${job.status} · borgflow`;
     const status = document.getElementById("job-status");
     status.textContent = job.status;
@@ -88,6 +169,8 @@
     if (job.retry_of) fact(facts, "Retry of", link(BF.jobUrl(job.retry_of), job.retry_of));
     if (job.parent_id) fact(facts, "After", link(BF.jobUrl(job.parent_id), job.parent_id));
     if (job.archive) fact(facts, "Archive", job.archive);
+    // The settings' log_save_policy, retention or size cap may have dropped the log: say which.
+    if (job.log_note) fact(facts, "Log", `not kept: ${job.log_note}`);
     if (job.status === "queued" && job.waiting) {
       fact(facts, "Waiting", `${job.waiting.position ? `#${job.waiting.position}: ` : ""}${job.waiting.detail || job.waiting.reason}`);
     }
@@ -109,13 +192,17 @@
     BF.setBar(bar, job);
     const p = job.progress || {};
     const parts = [];
-    if (p.percent !== undefined && p.percent !== null) parts.push(`${p.percent.toFixed(1)}% done`);
+    if (p.percent !== undefined && p.percent !== null) parts.push(`${p.estimated ? "≈ " : ""}${p.percent.toFixed(1)}% done${p.estimated ? " (estimated from an earlier backup)" : ""}`);
     if (p.action) parts.push(p.action);
-    if (job.status === "running" && p.eta_s !== undefined && p.eta_s !== null) parts.push(`about ${BF.duration(p.eta_s)} left`);
+    if (job.status === "running" && p.eta_s !== undefined && p.eta_s !== null) parts.push(`${p.estimated ? "≈ " : "about "}${BF.duration(p.eta_s)} left`);
     if (p.nfiles !== undefined && p.nfiles !== null) parts.push(`${BF.count(p.nfiles)} files`);
     if (p.original_size) parts.push(`${BF.bytes(p.original_size)} read`);
     if (p.deduplicated_size) parts.push(`${BF.bytes(p.deduplicated_size)} new`);
+    if (p.bytes_done !== undefined && p.bytes_done !== null) {
+      parts.push(`${BF.bytes(p.bytes_done)}${p.bytes_total ? " of " + BF.bytes(p.bytes_total) : ""} transferred`);
+    }
     if (p.bytes_per_s) parts.push(`${BF.bytes(p.bytes_per_s)}/s`);
+    if (p.bwlimit) parts.push(`bandwidth limit ${p.bwlimit}/s`);
     document.getElementById("progress-detail").textContent = parts.join(" · ");
   }
 
@@ -258,7 +345,10 @@
       onOpen: () => { logEl.replaceChildren(); logState.textContent = "(following)"; },
       onMessage: appendLine,
       onClose: (e) => {
-        if (e.code === 1000) { logState.textContent = logEl.childElementCount ? "" : "(empty)"; return false; }
+        if (e.code === 1000) {
+          logState.textContent = job && job.log_note ? `(not kept: ${job.log_note})` : logEl.childElementCount ? "" : "(empty)";
+          return false;
+        }
         if (e.code === 4404) { logState.textContent = "(no such job)"; return false; }
         logState.textContent = "(reconnecting…)";
         return true;
@@ -272,12 +362,16 @@
     await load();
     if (!job) return;
     loadPlan();
+    loadHistory();
     followLog();
     BF.socket("/api/events", { job_id: id }, {
-      onOpen: () => { BF.setLive("live", "live"); load(); },
+      onOpen: () => { BF.setLive("live", "live"); load(); historySoon(0); },
       onMessage: onEvent,
       onClose: () => BF.setLive("offline", "reconnecting…"),
     });
+    // Why a queued job waits changes without an event (another job ends, an agent returns):
+    // its timeline's last entry is read again every few seconds while it waits.
+    setInterval(() => { if (job && job.status === "queued") historySoon(0); }, WAITING_REREAD_MS);
     setInterval(() => { // the running duration ticks; nothing is fetched
       if (job && job.status === "running") {
         const dd = [...document.querySelectorAll("#facts dt")].find((dt) => dt.textContent === "Duration");
