@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Another apt run (unattended upgrades, a second checkout installing) holds dpkg's lock: wait for it.
+APT    := apt-get -o DPkg::Lock::Timeout=600
 
 .PHONY: install up test lint format bench clean browser rclone dbclients
 
@@ -29,7 +31,7 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || { \
 	  if [ "$$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing chromium for the browser tests"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	    $(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq chromium >/dev/null; \
 	  else \
 	    echo "no chromium: the browser tests will be skipped (install it: sudo apt-get install -y chromium)"; \
 	  fi; }
@@ -40,7 +42,7 @@ rclone:
 	@command -v "$${BORGFLOW_RCLONE:-rclone}" >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing rclone for s3_sync jobs"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rclone >/dev/null; \
+	    $(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq rclone >/dev/null; \
 	  else \
 	    echo "no rclone: s3_sync jobs will fail and their tests skip (install it: sudo apt-get install -y rclone)"; \
 	  fi; }
@@ -66,7 +68,7 @@ dbclients:
 	@{ command -v pg_dump >/dev/null 2>&1 && command -v mariadb-dump >/dev/null 2>&1; } || { \
 	  if [ "$$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing postgresql-client and mariadb-client for database dumps"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-client mariadb-client >/dev/null; \
+	    $(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq postgresql-client mariadb-client >/dev/null; \
 	  else \
 	    echo "no database clients: dumps fail (install them: sudo apt-get install -y postgresql-client mariadb-client)"; \
 	  fi; }
