@@ -48,7 +48,7 @@ rclone:
 	  fi; }
 
 test: install lint browser
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest --durations=25 $(PYTEST_ARGS)
 
 format: install
 	$(BIN)/ruff format .
