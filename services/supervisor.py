@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.probes import Receive, Send, respond, serve_asgi
+from shared.probes import Receive, Send, not_http, respond, serve_asgi
 
 log = logging.getLogger("borgflow.up")
 PROBE_TIMEOUT_S = 3.0
@@ -161,12 +161,7 @@ class Probes:
         return text
 
     async def app(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-        if scope["type"] != "http":
+        if await not_http(scope, receive, send):
             return
         if scope["path"] == "/healthz":
             wrong = await self.problems()

@@ -75,14 +75,18 @@ async def respond(send: Send, status: int, body: bytes, content_type: str) -> No
     await send({"type": "http.response.body", "body": body})
 
 
-async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
-    """The probe endpoints as a tiny ASGI app: GET /healthz, GET /metrics."""
+async def not_http(scope: dict[str, Any], receive: Receive, send: Send) -> bool:
+    """Answer what is not an HTTP request (uvicorn's lifespan messages); True when it was not."""
     if scope["type"] == "lifespan":
         while (await receive())["type"] != "lifespan.shutdown":
             await send({"type": "lifespan.startup.complete"})
         await send({"type": "lifespan.shutdown.complete"})
-        return
-    if scope["type"] != "http":
+    return bool(scope["type"] != "http")
+
+
+async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    """The probe endpoints as a tiny ASGI app: GET /healthz, GET /metrics."""
+    if await not_http(scope, receive, send):
         return
     path = scope["path"]
     if scope["method"] not in ("GET", "HEAD"):
