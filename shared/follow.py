@@ -18,11 +18,14 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import TypeVar
 
+import msgspec
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from shared import metrics
+from shared.bus import nc_of, seq_of
 
 T = TypeVar("T")
 
@@ -30,6 +33,79 @@ log = logging.getLogger(__name__)
 
 # How long a follower waits without a message before it checks its consumer still exists.
 IDLE_CHECK_S = 5.0
+
+
+JS_API = "$JS.API"  # borgflow never sets a JetStream domain or API prefix
+
+
+class Credit:
+    """The deliveries of one ack-less pull consumer to one inbox, in stream order.
+
+    nats-py's `fetch` awaits a task per message (a uuid4, create_task and wait_for
+    each): at a rebuild's rate that was a quarter of the projector's CPU. Here a message
+    costs one callback that appends it, and a batch one request. Whichever request a
+    message answers, an ack-less consumer delivers each message once and in order, so
+    the inbox reads as the stream: requests only grant credit. At most one request is
+    outstanding, and the next is made while the caller works on a batch (never with a
+    batch or more already waiting), so at most two batches are held.
+    """
+
+    def __init__(self, nc: NATS, stream: str, consumer: str, batch: int, wait: float) -> None:
+        self.nc = nc
+        self.subject = f"{JS_API}.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self.inbox = nc.new_inbox()
+        self.request = msgspec.json.encode({"batch": batch, "expires": int(wait * 1e9)})
+        self.batch = batch
+        self.wait = wait
+        self.pending: list[Msg] = []
+        self.arrived = asyncio.Event()
+        self.owed = 0  # messages the outstanding request may still bring (0: none outstanding)
+        self.asked_at = 0.0
+        self.gone: str | None = None  # the server said the consumer is no more
+
+    async def on_msg(self, msg: Msg) -> None:
+        status = msg.headers.get("Status") if msg.headers else None
+        if status is None:
+            self.pending.append(msg)
+            self.owed = max(self.owed - 1, 0)
+        elif status in ("404", "408", "409", "503"):  # the request ended: no messages, expired, refused
+            self.owed = 0
+            description = (msg.headers or {}).get("Description", "")
+            if status == "503":  # nobody serves the consumer's subject: it is gone (or its server is)
+                self.gone = "no responders for the consumer"
+            elif status == "409" and "deleted" in description.lower():
+                self.gone = description
+        self.arrived.set()
+
+    async def _ask(self) -> None:
+        self.owed = self.batch
+        self.asked_at = time.monotonic()
+        await self.nc.publish(self.subject, self.request, reply=self.inbox)
+
+    async def next(self) -> list[Msg]:
+        """The next messages (up to a batch), or [] when none came within `wait`."""
+        if not self.pending:
+            if self.owed and time.monotonic() - self.asked_at > self.wait + 1.0:
+                self.owed = 0  # neither messages nor an answer: the request was lost with its server
+            if not self.owed:
+                await self._ask()
+            self.arrived.clear()
+            # asyncio.timeout, not wait_for: 3.11's wait_for may swallow a cancel that
+            # comes as the wait ends, and a follower being stopped would carry on.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.wait + 0.5):
+                    await self.arrived.wait()
+        if self.gone is not None:
+            raise ConsumerGone(self.gone)
+        taken = self.pending[: self.batch]
+        del self.pending[: self.batch]
+        if taken and not self.owed and len(self.pending) < self.batch:
+            await self._ask()  # the next batch comes in while the caller works on this one
+        return taken
+
+
+class ConsumerGone(Exception):
+    """The server deleted the consumer (or lost it): follow again from the position."""
 
 
 async def follow(
@@ -50,17 +126,20 @@ async def follow(
     `follower` names it in the consumer-lag metric.
 
     On a cluster the ephemeral consumer lives on one server: should that server go,
-    fetches just time out. So after IDLE_CHECK_S without messages the consumer is
+    requests just go unanswered. So after IDLE_CHECK_S without messages the consumer is
     asked for; if it is gone, it is created again from the position.
     """
     follower = follower or stream
+    nc = nc_of(js)
     position = after_seq
     first = True
     while True:
         config = ConsumerConfig(
             ack_policy=AckPolicy.NONE,
             inactive_threshold=60.0,
+            filter_subject=subjects[0] if len(subjects) == 1 else None,
             filter_subjects=list(subjects) if len(subjects) > 1 else None,
+            mem_storage=True,
         )
         if first and last_per_subject and position == 0:
             config.deliver_policy = DeliverPolicy.LAST_PER_SUBJECT
@@ -69,27 +148,33 @@ async def follow(
             config.opt_start_seq = position + 1
         else:
             config.deliver_policy = DeliverPolicy.ALL
+        sub = None
         try:
-            sub = await js.pull_subscribe(subjects[0], stream=stream, config=config)
+            consumer = (await js.add_consumer(stream, config=config)).name
+            assert consumer is not None
+            credit = Credit(nc, stream, consumer, batch, wait)
+            sub = await nc.subscribe(credit.inbox, cb=credit.on_msg)
         except Exception as e:  # NATS down or reconnecting: try again shortly
             log.warning("cannot follow %s yet: %s", stream, e)
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
             await asyncio.sleep(0.5)
             continue
         first = False
         idle_since = time.monotonic()
         try:
             while True:
-                try:
-                    msgs = await sub.fetch(batch, timeout=wait)
-                except TimeoutError:
+                msgs = await credit.next()
+                if not msgs:
                     if time.monotonic() - idle_since > IDLE_CHECK_S:
-                        await sub.consumer_info()  # raises when the consumer is gone
+                        await js.consumer_info(stream, consumer)  # raises when the consumer is gone
                         idle_since = time.monotonic()
                     continue
                 idle_since = time.monotonic()
-                fresh = [m for m in msgs if m.metadata.sequence.stream > position]
+                fresh = [m for m in msgs if seq_of(m) > position]
                 if fresh:
-                    position = fresh[-1].metadata.sequence.stream
+                    position = seq_of(fresh[-1])
                     metrics.lag(follower, fresh[-1].metadata.num_pending)
                     yield fresh
         except asyncio.CancelledError:
