@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import asyncpg
@@ -68,6 +68,13 @@ def _decoded(msgs: list[Msg]) -> Events:
             # A bad message is skipped (its position still advances), never fatal.
             log.warning("skipping a malformed message: %s", e, extra={"subject": m.subject, "seq": seq})
     return out
+
+
+async def _with_events(batches: AsyncIterator[list[Msg]]) -> AsyncIterator[tuple[list[Msg], Events]]:
+    """Each batch with its events decoded, by the task that fetches ahead (`ahead`): the
+    next batch is decoded while Postgres writes the last one, not after."""
+    async for msgs in batches:
+        yield msgs, _decoded(msgs)
 
 
 class Projector:
@@ -128,11 +135,10 @@ class Projector:
     async def _turn(self, name: str, stream: str, subject: str, write: Write, after: int, batch: int) -> int:
         """Project batches from `after` on; returns where to follow again from."""
         batches = follow(self.js, stream, [subject], after, batch=batch, follower=f"projector-{name}")
-        async with contextlib.aclosing(ahead(batches)) as fetched:
-            async for msgs in fetched:
+        async with contextlib.aclosing(ahead(_with_events(batches))) as fetched:
+            async for msgs, events in fetched:
                 last = bus.seq_of(msgs[-1])
                 if last > self._written[name]:  # else written, as this projector saw: skip it
-                    events = _decoded(msgs)
 
                     async def locked(conn: Conn, events: Events = events, after: int = after, last: int = last) -> int:
                         return await self._apply(conn, name, write, events, after, last)
