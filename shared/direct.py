@@ -60,14 +60,29 @@ async def last(nc: NATS, stream: str, subject: str, timeout: float = TIMEOUT_S) 
     return _stored(reply)
 
 
+async def at(nc: NATS, stream: str, seq: int, timeout: float = TIMEOUT_S) -> Stored | None:
+    """The message at sequence `seq`, None when there is none (deleted, or past the end)."""
+    reply = await nc.request(f"$JS.API.DIRECT.GET.{stream}", json.dumps({"seq": seq}).encode(), timeout=timeout)
+    return _stored(reply)
+
+
 async def batch(
     nc: NATS, stream: str, subject: str, after_seq: int = 0, limit: int = BATCH, timeout: float = TIMEOUT_S
 ) -> list[Stored]:
-    """Up to `limit` messages on `subject` (wildcards allowed) with sequence > `after_seq`, in order."""
+    """Up to `limit` messages on `subject` (wildcards allowed) with sequence > `after_seq`, in order.
+
+    With a wildcard, a batch that is not filled costs the server a scan from the last match
+    to the stream's end (to be sure there are no more): a cost that grows with what was
+    appended since, where `last` and `at` stay flat.
+    """
+    body = {"seq": after_seq + 1, "next_by_subj": subject, "batch": limit}
+    return await _streamed(nc, stream, body, limit, timeout)
+
+
+async def _streamed(nc: NATS, stream: str, body: dict[str, object], limit: int, timeout: float) -> list[Stored]:
     inbox = nc.new_inbox()
     sub = await nc.subscribe(inbox)
     try:
-        body = {"seq": after_seq + 1, "next_by_subj": subject, "batch": limit}
         await nc.publish(f"$JS.API.DIRECT.GET.{stream}", json.dumps(body).encode(), reply=inbox)
         out: list[Stored] = []
         while len(out) < limit:

@@ -176,8 +176,7 @@ class Agent:
             await self._refuse_stale(job_id, sent_seq, event.data.epoch)
             await _ack(msg)
             return
-        # The job as its events make it: one batch of direct gets (a job has a few events).
-        events = await bus.job_events(self.ctx.js, job_id)
+        events = await self._events_when_sent(job_id, msg, event, sent_seq)
         view = fold(events)
         spec = next((e.data for e, _ in events if isinstance(e, JobQueued)), None)
         if view is not None and spec is not None and view.status == JobStatus.RUNNING and view.agent == self.agent:
@@ -269,6 +268,31 @@ class Agent:
         else:
             await self._cancel_unclaimed(job_id, bus.seq_of(msg), request)
         await _ack(msg)
+
+    async def _events_when_sent(
+        self, job_id: str, msg: Msg, sent: JobSent, sent_seq: int
+    ) -> list[tuple[JobEvent, int]]:
+        """The job's events, as far as claiming it needs them.
+
+        Reading every event of a job by its wildcard subject makes NATS scan from them to
+        the stream's end to be sure there are no more: in a burst of 5,000 jobs, each claim
+        cost NATS time in proportion to the queue. So when the sent event is still the
+        job's last, and was appended (by the dispatcher's compare-and-set) right on top of
+        the job's job.queued, those two are all a claim needs, and direct gets by last
+        subject and by sequence read them at a cost that does not grow. Any other history
+        (requeued, moved on, a sent without the compare-and-set) is read whole, as before.
+        """
+        nc = bus.nc_of(self.ctx.js)
+        on_top_of = (msg.headers or {}).get("Nats-Expected-Last-Subject-Sequence")
+        if on_top_of is not None and on_top_of.isdigit():
+            last = await direct.last(nc, JOBS, job_subject(job_id))
+            below = await direct.at(nc, JOBS, int(on_top_of)) if last is not None and last.seq == sent_seq else None
+            if below is not None and below.subject == job_subject(job_id, "queued"):
+                with contextlib.suppress(msgspec.MsgspecError):
+                    queued = decode_job_event(below.data)
+                    if isinstance(queued, JobQueued):
+                        return [(queued, below.seq), (sent, sent_seq)]
+        return await bus.job_events(self.ctx.js, job_id)
 
     async def _cancel_unclaimed(self, job_id: str, cancel_seq: int, request: CancelRequest) -> None:
         """A job sent to this agent and cancelled before we claimed it: nobody else will end it."""
