@@ -27,6 +27,8 @@ import asyncio
 import io
 import json
 import os
+import signal
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,6 +63,9 @@ REPORT = Path(__file__).resolve().parents[1] / "artifacts" / "bench.json"
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+PY_SPY = str(Path(sys.executable).parent / "py-spy")
 
 
 async def enqueue_to_started(system: System, n: int = 200) -> list[float]:
@@ -174,8 +179,11 @@ async def read_model(system: System, n: int = 100) -> dict[str, list[float]]:
     return out
 
 
-async def rebuild_rate(system: System, nc: NATS) -> float:
-    """Events per second of a projection rebuild: the read model dropped, the stream replayed."""
+async def rebuild_rate(system: System, nc: NATS, profile: Path | None = None) -> float:
+    """Events per second of a projection rebuild: the read model dropped, the stream replayed.
+
+    With `profile`, py-spy records the replaying projector there (collapsed stacks).
+    """
     total = (await nc.jetstream().stream_info(JOBS)).state.messages
     system.procs["projector"].kill()
     system.procs["projector"].wait()
@@ -186,8 +194,15 @@ async def rebuild_rate(system: System, nc: NATS) -> float:
         await conn.close()
     began, before = time.monotonic(), system.cpu_seconds()
     system.start_service("projector")
+    spy = None
+    if profile is not None:
+        pid = str(system.procs["projector"].pid)
+        spy = await asyncio.create_subprocess_exec(PY_SPY, "record", "-p", pid, "-f", "raw", "-o", str(profile))
     await projected(system, nc)
     took, after = time.monotonic() - began, system.cpu_seconds()
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its file on an interrupt
+        await spy.wait()
     for name in ("projector", "postgres", "nats"):
         print(f"rebuild: {name} {after[name] - before.get(name, 0.0):.1f} s CPU in {took:.1f} s", flush=True)
     return total / took

@@ -13,24 +13,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 import time
 from pathlib import Path
 
-import asyncpg
 import nats
 
-from bench.control_plane import add_history, projected
+from bench.control_plane import PY_SPY, add_history, projected, rebuild_rate
 from bench.system import System
-from services.projector import store
-from shared.streams import JOBS, ensure_streams
+from shared.streams import ensure_streams
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-PY_SPY = str(Path(sys.executable).parent / "py-spy")
 
 
-async def measure(jobs: int, profile: bool) -> None:
+async def measure(jobs: int, profile_it: bool) -> None:
     system = System(services=("projector",))
     try:
         await system.start()
@@ -40,30 +36,11 @@ async def measure(jobs: int, profile: bool) -> None:
         await add_history(nc, jobs)
         await projected(system, nc)
         print(f"{jobs:,} jobs appended and projected in {time.monotonic() - began:.1f} s", flush=True)
-        total = (await nc.jetstream().stream_info(JOBS)).state.messages
-        system.procs["projector"].kill()
-        system.procs["projector"].wait()
-        conn = await asyncpg.connect(system.database_url)
-        try:
-            await store.drop_read_model(conn)
-        finally:
-            await conn.close()
-        began, before = time.monotonic(), system.cpu_seconds()
-        system.start_service("projector")
-        spy = None
-        if profile:
+        profile = ARTIFACTS / "rebuild-profile.txt" if profile_it else None
+        if profile is not None:
             ARTIFACTS.mkdir(exist_ok=True)
-            out = ARTIFACTS / "rebuild-profile.txt"
-            pid = str(system.procs["projector"].pid)
-            spy = await asyncio.create_subprocess_exec(PY_SPY, "record", "-p", pid, "-f", "raw", "-o", str(out))
-        await projected(system, nc)
-        took, after = time.monotonic() - began, system.cpu_seconds()
-        if spy is not None:
-            spy.send_signal(signal.SIGINT)  # py-spy writes its file on an interrupt
-            await spy.wait()
-        print(f"rebuild: {total:,} events in {took:.1f} s = {total / took:,.0f} events/s")
-        for name in ("projector", "postgres", "nats"):
-            print(f"  {name}: {after[name] - before.get(name, 0.0):.1f} s CPU")
+        rate = await rebuild_rate(system, nc, profile)
+        print(f"rebuild: {rate:,.0f} events/s" + (f", profile in {profile}" if profile else ""))
         await nc.close()
     finally:
         system.stop()
