@@ -148,7 +148,6 @@ async def follow(
             config.opt_start_seq = position + 1
         else:
             config.deliver_policy = DeliverPolicy.ALL
-        sub = None
         try:
             consumer = (await js.add_consumer(stream, config=config)).name
             assert consumer is not None
@@ -156,9 +155,6 @@ async def follow(
             sub = await nc.subscribe(credit.inbox, cb=credit.on_msg)
         except Exception as e:  # NATS down or reconnecting: try again shortly
             log.warning("cannot follow %s yet: %s", stream, e)
-            if sub is not None:
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
             await asyncio.sleep(0.5)
             continue
         first = False

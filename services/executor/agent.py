@@ -282,17 +282,27 @@ class Agent:
         subject and by sequence read them at a cost that does not grow. Any other history
         (requeued, moved on, a sent without the compare-and-set) is read whole, as before.
         """
+        return await self._queued_and_sent(job_id, msg, sent, sent_seq) or await bus.job_events(self.ctx.js, job_id)
+
+    async def _queued_and_sent(
+        self, job_id: str, msg: Msg, sent: JobSent, sent_seq: int
+    ) -> list[tuple[JobEvent, int]] | None:
+        """[job.queued, this sent] when the sent lies right on the job's job.queued and is its last; else None."""
+        on_top_of = (msg.headers or {}).get("Nats-Expected-Last-Subject-Sequence", "")
+        if not on_top_of.isdigit():
+            return None
         nc = bus.nc_of(self.ctx.js)
-        on_top_of = (msg.headers or {}).get("Nats-Expected-Last-Subject-Sequence")
-        if on_top_of is not None and on_top_of.isdigit():
-            last = await direct.last(nc, JOBS, job_subject(job_id))
-            below = await direct.at(nc, JOBS, int(on_top_of)) if last is not None and last.seq == sent_seq else None
-            if below is not None and below.subject == job_subject(job_id, "queued"):
-                with contextlib.suppress(msgspec.MsgspecError):
-                    queued = decode_job_event(below.data)
-                    if isinstance(queued, JobQueued):
-                        return [(queued, below.seq), (sent, sent_seq)]
-        return await bus.job_events(self.ctx.js, job_id)
+        last = await direct.last(nc, JOBS, job_subject(job_id))
+        if last is None or last.seq != sent_seq:
+            return None
+        below = await direct.at(nc, JOBS, int(on_top_of))
+        if below is None or below.subject != job_subject(job_id, "queued"):
+            return None
+        try:
+            queued = decode_job_event(below.data)
+        except msgspec.MsgspecError:
+            return None
+        return [(queued, below.seq), (sent, sent_seq)] if isinstance(queued, JobQueued) else None
 
     async def _cancel_unclaimed(self, job_id: str, cancel_seq: int, request: CancelRequest) -> None:
         """A job sent to this agent and cancelled before we claimed it: nobody else will end it."""
